@@ -1,0 +1,126 @@
+"""The model catalog: what each supported Workers AI model accepts, costs and allows.
+
+Facts live in package data (``data/catalog.json``) next to Cloudflare's own catalog entries
+(``data/models/*.json``), whose input/output JSON schemas are the contract for requests we
+send and responses the emulator returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Literal, cast
+
+from pipelines.errors import UnknownModel
+
+TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank"]
+WireFormat = Literal["json", "binary", "base64"]
+TokenizerKind = Literal["bert-uncased", "estimate", "none"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One catalog entry. Prices are in neurons (Cloudflare's billing unit)."""
+
+    id: str
+    task: TaskKind
+    cf_task: str
+    max_items: int
+    max_input_tokens: int | None
+    dimensions: int | None
+    neurons_per_m_input: float
+    neurons_per_m_output: float
+    neurons_per_audio_minute: float
+    rpm: int
+    batch_api: bool
+    wire: WireFormat
+    tokenizer: TokenizerKind
+    note: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    output_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def short_name(self) -> str:
+        """The id without the ``@cf/vendor/`` prefix."""
+        return self.id.rsplit("/", 1)[-1]
+
+    def as_dict(self, *, schemas: bool = False) -> dict[str, Any]:
+        """A JSON-ready view, for ``pipelines models --json``."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "task": self.task,
+            "cf_task": self.cf_task,
+            "max_items": self.max_items,
+            "max_input_tokens": self.max_input_tokens,
+            "dimensions": self.dimensions,
+            "neurons_per_m_input_tokens": self.neurons_per_m_input,
+            "neurons_per_m_output_tokens": self.neurons_per_m_output,
+            "neurons_per_audio_minute": self.neurons_per_audio_minute,
+            "requests_per_minute": self.rpm,
+            "batch_api": self.batch_api,
+            "wire": self.wire,
+            "tokenizer": self.tokenizer,
+            "note": self.note,
+        }
+        if schemas:
+            out["input_schema"] = self.input_schema
+            out["output_schema"] = self.output_schema
+        return out
+
+
+def _data_text(*parts: str) -> str:
+    node = resources.files("pipelines").joinpath("data")
+    for part in parts:
+        node = node.joinpath(part)
+    return node.read_text(encoding="utf-8")
+
+
+@cache
+def _load() -> dict[str, ModelInfo]:
+    raw = json.loads(_data_text("catalog.json"))
+    models: dict[str, ModelInfo] = {}
+    for entry in raw["models"]:
+        published = json.loads(_data_text("models", entry["file"]))
+        if published["name"] != entry["id"]:
+            raise RuntimeError(f"catalog entry {entry['id']} points at {published['name']}")
+        models[entry["id"]] = ModelInfo(
+            id=entry["id"],
+            task=cast(TaskKind, entry["task"]),
+            cf_task=entry["cf_task"],
+            max_items=int(entry["max_items"]),
+            max_input_tokens=entry.get("max_input_tokens"),
+            dimensions=entry.get("dimensions"),
+            neurons_per_m_input=float(entry.get("neurons_per_m_input", 0.0)),
+            neurons_per_m_output=float(entry.get("neurons_per_m_output", 0.0)),
+            neurons_per_audio_minute=float(entry.get("neurons_per_audio_minute", 0.0)),
+            rpm=int(entry["rpm"]),
+            batch_api=bool(entry["batch_api"]),
+            wire=cast(WireFormat, entry["wire"]),
+            tokenizer=cast(TokenizerKind, entry["tokenizer"]),
+            note=entry.get("note", ""),
+            input_schema=published["schema"]["input"],
+            output_schema=published["schema"]["output"],
+        )
+    return models
+
+
+def list_models() -> list[ModelInfo]:
+    """Every supported model, in catalog order."""
+    return list(_load().values())
+
+
+def get_model(model_id: str) -> ModelInfo:
+    """Look a model up by its full id; raises :class:`UnknownModel` with a hint."""
+    try:
+        return _load()[model_id]
+    except KeyError:
+        raise UnknownModel(
+            f"unknown model {model_id!r} (see: pipelines models)", model=model_id
+        ) from None
+
+
+def has_model(model_id: str) -> bool:
+    """Whether ``model_id`` is in the catalog."""
+    return model_id in _load()

@@ -1,0 +1,45 @@
+"""``pipelines models``: the catalog as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipelines.catalog import ModelInfo, list_models
+
+
+def _price(m: ModelInfo) -> str:
+    if m.neurons_per_audio_minute:
+        return f"{m.neurons_per_audio_minute:g}/audio min"
+    if m.neurons_per_m_output:
+        return f"{m.neurons_per_m_input:g}/M in + {m.neurons_per_m_output:g}/M out"
+    return f"{m.neurons_per_m_input:g}/M in"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--schemas", is_flag=True, help="With --json: include the input/output schemas.")
+def models(as_json: bool, schemas: bool) -> None:
+    """List the supported Workers AI models, their limits and prices in neurons."""
+    catalog = list_models()
+    if as_json:
+        click.echo(json.dumps([m.as_dict(schemas=schemas) for m in catalog], indent=2))
+        return
+    header = ("MODEL", "TASK", "BATCH", "MAX TOKENS", "DIMS", "NEURONS", "RPM", "BATCH API")
+    rows = [
+        (
+            m.id,
+            m.task,
+            str(m.max_items),
+            str(m.max_input_tokens or "-"),
+            str(m.dimensions or "-"),
+            _price(m),
+            str(m.rpm),
+            "yes" if m.batch_api else "no",
+        )
+        for m in catalog
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

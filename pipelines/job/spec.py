@@ -1,0 +1,136 @@
+"""The job file's shape as pydantic models (unknown keys are rejected everywhere).
+
+Cross-field rules that need the catalog (model exists, model fits the task kind, language
+codes) live in :mod:`pipelines.job.load`, which also maps errors to file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+SourceKind = Literal["csv", "parquet", "audio"]
+JobTaskKind = Literal["embed", "classify", "translate", "transcribe"]
+ProviderName = Literal["auto", "cloudflare", "emulator", "local"]
+
+DEFAULT_AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "m4a", "webm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the rows come from."""
+
+    kind: SourceKind = Field(description="csv | parquet | audio")
+    path: str = Field(description="A file, a directory or a glob; relative to the job file.")
+    key: str | None = Field(
+        default=None,
+        description="Column that identifies a row. Without it, a stable key is derived from "
+        "the row's content (identical rows are then the same row).",
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_AUDIO_EXTENSIONS),
+        description="audio only: file extensions to take.",
+    )
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv only.")
+    encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="csv only.")
+
+
+class TaskSpec(_Strict):
+    """What to do with each row."""
+
+    kind: JobTaskKind = Field(description="embed | classify | translate | transcribe")
+    model: str = Field(description="A Workers AI model id, see `pipelines models`.")
+    input: str | None = Field(
+        default=None, description="Column holding the text (not used for audio)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Model options.")
+    truncate: bool = Field(
+        default=False,
+        description="Cut texts over the model's token limit instead of failing the row.",
+    )
+    source_lang_column: str | None = Field(
+        default=None, description="translate: per-row source language column."
+    )
+    target_lang_column: str | None = Field(
+        default=None, description="translate: per-row target language column."
+    )
+
+
+class OutputSpec(_Strict):
+    """Where results go."""
+
+    path: str = Field(description="The Parquet file to write; relative to the job file.")
+    keep: list[str] = Field(default_factory=list, description="Input columns copied over.")
+    vtt: bool = Field(default=False, description="transcribe: write .vtt files next to it.")
+    srt: bool = Field(default=False, description="transcribe: write .srt files next to it.")
+
+
+class LimitsSpec(_Strict):
+    """How hard to push the API."""
+
+    requests_per_minute: int | None = Field(
+        default=None, gt=0, description="Default: the model's published limit."
+    )
+    concurrency: int = Field(default=16, gt=0, le=1024, description="Requests in flight.")
+    max_attempts: int = Field(default=6, gt=0, le=50, description="Tries per request.")
+    batch_size: int | None = Field(
+        default=None, gt=0, description="Items per request; default the model's maximum."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
+
+
+class BudgetSpec(_Strict):
+    """How many neurons the job may spend."""
+
+    daily_neurons: int = Field(default=10_000, gt=0, description="The account's daily cap.")
+    reserve: int = Field(default=0, ge=0, description="Neurons left for other use each day.")
+    max_neurons: int | None = Field(default=None, gt=0, description="Cap for one run.")
+
+
+class Job(_Strict):
+    """A whole job file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    priority: int = Field(default=0, description="Higher runs first in `pipelines run DIR`.")
+    provider: ProviderName = "auto"
+    base_url: str | None = Field(default=None, description="Override the API base URL.")
+    source: SourceSpec
+    task: TaskSpec
+    output: OutputSpec
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+
+    # Set by the loader, never by the YAML: the job file and the folder paths resolve against.
+    _base_dir: Path = PrivateAttr(default=Path("."))
+    _file: Path | None = PrivateAttr(default=None)
+
+    def located(self, file: Path) -> Job:
+        """Remember which file this job came from (relative paths resolve against it)."""
+        self._file = file
+        self._base_dir = file.resolve().parent
+        return self
+
+    @property
+    def file(self) -> Path | None:
+        """The job file, when loaded from one."""
+        return self._file
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against."""
+        return self._base_dir
+
+    def resolve(self, path: str) -> Path:
+        """A path from the job file, resolved against the job file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def output_path(self) -> Path:
+        """The resolved output file."""
+        return self.resolve(self.output.path)

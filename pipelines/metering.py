@@ -1,0 +1,37 @@
+"""Neurons from usage: the one formula that the budget estimator and the emulator share.
+
+Cloudflare bills per model in neurons per million input tokens, per million output tokens,
+or per audio minute (``../shared/workers-ai-facts.md`` §3). Whether Cloudflare rounds per
+request is undocumented; we never round, so sums stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.catalog import ModelInfo
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one request consumed."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    audio_seconds: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.audio_seconds + other.audio_seconds,
+        )
+
+
+def neurons(model: ModelInfo, usage: Usage) -> float:
+    """Neurons billed for ``usage`` on ``model``."""
+    return (
+        usage.input_tokens * model.neurons_per_m_input / 1_000_000
+        + usage.output_tokens * model.neurons_per_m_output / 1_000_000
+        + usage.audio_seconds / 60.0 * model.neurons_per_audio_minute
+    )

@@ -1,0 +1,83 @@
+"""The provider seam: one async method that runs one model call.
+
+A call's ``inputs`` is the model's JSON input as Cloudflare's published schema describes it,
+except that audio is given as raw ``bytes`` under ``"audio"``; each provider owns its wire
+format (raw body, base64 JSON, ...). The result is the unwrapped ``result`` of the envelope.
+Failures are raised as the typed errors of :mod:`pipelines.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pipelines.catalog import ModelInfo
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Where and as whom to call Workers AI. ``repr`` never shows the token."""
+
+    base_url: str = DEFAULT_BASE_URL
+    account_id: str = ""
+    token: str = ""
+
+    def __repr__(self) -> str:
+        token = "set" if self.token else "unset"
+        return (
+            f"ProviderSettings(base_url={self.base_url!r}, "
+            f"account_id={self.account_id!r}, token={token})"
+        )
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None) -> ProviderSettings:
+        """Read CLOUDFLARE_ACCOUNT_ID / CLOUDFLARE_API_TOKEN / CLOUDFLARE_API_BASE_URL.
+
+        ``CLOUDFLARE_API_TOKEN_FILE`` may name a file holding the token instead.
+        """
+        token = os.environ.get("CLOUDFLARE_API_TOKEN", "")
+        token_file = os.environ.get("CLOUDFLARE_API_TOKEN_FILE")
+        if not token and token_file:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        return cls(
+            base_url=(
+                base_url or os.environ.get("CLOUDFLARE_API_BASE_URL") or DEFAULT_BASE_URL
+            ).rstrip("/"),
+            account_id=os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""),
+            token=token,
+        )
+
+
+class Provider(ABC):
+    """Runs model calls. Use as an async context manager, or call :meth:`aclose`."""
+
+    name: str = "provider"
+
+    @abstractmethod
+    async def run(self, model: ModelInfo, inputs: dict[str, Any]) -> Any:
+        """Run one call and return the model's result (the envelope's ``result``)."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        return None
+
+    def produced_by(self, model: ModelInfo) -> str:
+        """The model that really produced results for ``model`` (local providers differ)."""
+        return model.id
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
