@@ -18,4 +18,5 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIPELINES_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PIPELINES_CONFIG", str(tmp_path / "config.yaml"))
     yield

@@ -33,10 +33,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pipelines.cli import emulator, models
+    from pipelines.cli import emulator, models, validate
 
     main.add_command(models.models)
     main.add_command(emulator.emulator)
+    main.add_command(validate.validate)
+    main.add_command(validate.schema)
+    from pipelines.cli import run as run_cmd
+
+    main.add_command(run_cmd.run)
+    main.add_command(run_cmd.plan)
+    from pipelines.cli import budget
+
+    main.add_command(budget.budget)
 
 
 _register()

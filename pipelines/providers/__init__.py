@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.providers.cloudflare import CloudflareProvider
+from pipelines.providers.retry import RetryPolicy, with_retries
 
-__all__ = ["Provider", "ProviderSettings"]
+__all__ = ["CloudflareProvider", "Provider", "ProviderSettings", "RetryPolicy", "with_retries"]

@@ -1,0 +1,138 @@
+"""Where budget state lives and which budget applies to a run.
+
+Precedence for the daily cap and the reserve: keys set explicitly in the job file, then the
+global config file (``$PIPELINES_CONFIG`` or ``<user config dir>/config.yaml``), then the
+defaults (10,000 / 0). ``--max-neurons`` beats the job's ``budget.max_neurons``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.errors import JobError
+from pipelines.job.spec import BudgetSpec
+
+LEDGER_FILE = "ledger.sqlite3"
+CONFIG_FILE = "config.yaml"
+
+
+def state_dir() -> Path:
+    """``$PIPELINES_STATE_DIR``, else the platform's per-user state folder."""
+    env = os.environ.get("PIPELINES_STATE_DIR")
+    return Path(env).expanduser() if env else Path(platformdirs.user_state_dir("pipelines"))
+
+
+def default_ledger_path() -> Path:
+    """Where the ledger lives unless told otherwise."""
+    return state_dir() / LEDGER_FILE
+
+
+def resolve_account(explicit: str | None = None) -> str:
+    """The account the ledger keys on: given, else ``CLOUDFLARE_ACCOUNT_ID``, else default."""
+    return explicit or os.environ.get("CLOUDFLARE_ACCOUNT_ID") or "default"
+
+
+def config_path() -> Path:
+    """``$PIPELINES_CONFIG``, else ``config.yaml`` in the platform's user config folder."""
+    env = os.environ.get("PIPELINES_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir("pipelines")) / CONFIG_FILE
+
+
+class GlobalBudget(BaseModel):
+    """The ``budget:`` section of the global config file; unset keys are ``None``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily_neurons: int | None = Field(default=None, gt=0)
+    reserve: int | None = Field(default=None, ge=0)
+
+
+class _GlobalConfig(BaseModel):
+    # Other top-level sections belong to other features; only ``budget`` is checked here.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    budget: GlobalBudget = Field(default_factory=GlobalBudget)
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        problems.append(f"{where}: {err['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_global_budget(path: Path | None = None) -> GlobalBudget:
+    """The global ``budget:`` settings; empty when there is no config file (it is optional)."""
+    path = path if path is not None else config_path()
+    if not path.exists():
+        return GlobalBudget()
+    if not path.is_file():
+        raise JobError(f"{path}: the config file is not a regular file")
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobError(f"{path}: cannot read the config file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise JobError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        return GlobalBudget()
+    if not isinstance(raw, dict):
+        raise JobError(f"{path}: the config file must be a mapping (e.g. `budget: {{...}}`)")
+    try:
+        return _GlobalConfig.model_validate(raw).budget
+    except ValidationError as exc:
+        raise JobError(_validation_message(path, exc)) from exc
+
+
+@dataclass(frozen=True)
+class EffectiveBudget:
+    """The budget one run works under."""
+
+    daily_neurons: int
+    reserve: int
+    max_neurons: int | None
+
+
+def effective_budget(
+    job_budget: BudgetSpec | None,
+    cli_max_neurons: int | None,
+    *,
+    config_file: Path | None = None,
+) -> EffectiveBudget:
+    """Merge the job's ``budget:``, the global config and ``--max-neurons``."""
+    defaults = BudgetSpec()
+    glob = load_global_budget(config_file)
+    explicit = job_budget.model_fields_set if job_budget is not None else set()
+
+    if job_budget is not None and "daily_neurons" in explicit:
+        daily = job_budget.daily_neurons
+    else:
+        daily = glob.daily_neurons if glob.daily_neurons is not None else defaults.daily_neurons
+
+    if job_budget is not None and "reserve" in explicit:
+        reserve = job_budget.reserve
+    else:
+        reserve = glob.reserve if glob.reserve is not None else defaults.reserve
+
+    if cli_max_neurons is not None and cli_max_neurons <= 0:
+        raise JobError(f"--max-neurons must be a positive number, not {cli_max_neurons}")
+    max_neurons = cli_max_neurons
+    if max_neurons is None and job_budget is not None:
+        max_neurons = job_budget.max_neurons
+
+    if reserve >= daily:
+        raise JobError(
+            f"budget.reserve ({reserve:,}) leaves nothing of budget.daily_neurons ({daily:,}); "
+            "lower the reserve or raise the cap"
+        )
+    return EffectiveBudget(daily_neurons=daily, reserve=reserve, max_neurons=max_neurons)

@@ -1,0 +1,104 @@
+"""``pipelines run`` and ``pipelines plan``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pipelines.job.load import load_job
+from pipelines.runner import RunOptions, RunReport
+
+
+def _summary(report: RunReport) -> str:
+    parts = [
+        f"{report.job}: {report.status}",
+        f"rows done {report.rows_done:,}",
+        f"failed {report.rows_failed:,}",
+        f"skipped {report.rows_skipped:,}",
+        f"requests {report.requests:,}",
+        f"neurons {report.neurons:,.1f}",
+        f"wall {report.wall_s:.1f}s",
+    ]
+    return ", ".join(parts)
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option(
+    "--provider",
+    type=click.Choice(["cloudflare", "emulator", "local"]),
+    default=None,
+    help="Override the job's provider (default: auto).",
+)
+@click.option("--base-url", default=None, help="API base URL (AI Gateway or an emulator).")
+@click.option("--max-neurons", type=click.IntRange(min=1), default=None, help="Cap for this run.")
+@click.option("--fresh", is_flag=True, help="Discard existing output and start over.")
+@click.option("--retry-failed", is_flag=True, help="Send rows that failed permanently again.")
+@click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def run(
+    job_file: Path,
+    provider: str | None,
+    base_url: str | None,
+    max_neurons: int | None,
+    fresh: bool,
+    retry_failed: bool,
+    wait: bool,
+    no_progress: bool,
+) -> None:
+    """Run a job: send pending rows to the model and write Parquet."""
+    from pipelines.launch import arun
+
+    job = load_job(job_file)
+    options = RunOptions(fresh=fresh, retry_failed=retry_failed)
+    report = asyncio.run(
+        arun(
+            job,
+            provider=provider,
+            base_url=base_url,
+            options=options,
+            max_neurons=max_neurons,
+            wait=wait,
+            progress=not no_progress and sys.stderr.isatty(),
+        )
+    )
+    click.echo(_summary(report))
+    if report.message:
+        click.echo(
+            f"{'error' if report.status == 'aborted' else 'note'}: {report.message}", err=True
+        )
+    sys.exit(report.exit_code)
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--retry-failed", is_flag=True, help="Count permanently failed rows as pending.")
+@click.option("--max-neurons", type=click.IntRange(min=1), default=None)
+def plan(job_file: Path, as_json: bool, retry_failed: bool, max_neurons: int | None) -> None:
+    """Estimate rows, requests, neurons and days for a job (no network)."""
+    from pipelines.plan import plan_job
+
+    job = load_job(job_file)
+    p = plan_job(job, retry_failed=retry_failed, max_neurons=max_neurons)
+    if as_json:
+        click.echo(json.dumps(p.as_dict(), indent=2))
+        return
+    click.echo(f"job        {p.job} ({p.model})")
+    click.echo(
+        f"rows       {p.rows_total:,} total, {p.rows_done:,} done, {p.rows_pending:,} pending"
+        + (f" ({p.rows_unsendable:,} will fail: empty or too long)" if p.rows_unsendable else "")
+    )
+    click.echo(f"requests   {p.requests:,}")
+    usage = f"{p.input_tokens:,} input tokens"
+    if p.output_tokens:
+        usage += f" + ~{p.output_tokens:,} output tokens"
+    if p.audio_minutes:
+        usage = f"{p.audio_minutes:,.1f} audio minutes"
+    click.echo(f"usage      {usage}")
+    click.echo(f"neurons    {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})")
+    click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} neurons a day")

@@ -1,0 +1,69 @@
+"""The emulator's knobs: limits, metering and fault injection, all in one mutable dataclass.
+
+The running app reads the knobs on every request, so a test may change them on
+``emu.config`` while the server runs (``emu.config.error_rate = 1.0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+MB = 1024 * 1024
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything that shapes the emulator's answers. Defaults give a well-behaved service."""
+
+    daily_neurons: float = 10_000
+    """The account's free daily allocation; billable requests fail once it is used up."""
+    rpm_scale: float = 1.0
+    """Multiplies every model's catalog requests-per-minute limit (0.01 makes 3000 → 30)."""
+    latency_ms: float = 0.0
+    """Mean added latency per inference request."""
+    latency_jitter_ms: float = 0.0
+    """Latency varies uniformly within ±jitter around the mean (never below zero)."""
+    spike_rate: float = 0.0
+    """Probability that a request gets an extra ``spike_ms`` of latency."""
+    spike_ms: float = 0.0
+    error_rate: float = 0.0
+    """Probability of a 500/502/503 answer with an error envelope."""
+    capacity_rate: float = 0.0
+    """Probability of 429 / 3040 "Capacity temporarily exceeded"."""
+    capacity_burst_every_s: float = 0.0
+    """Every this many seconds (0 = never) a capacity outage starts..."""
+    capacity_burst_len_s: float = 0.0
+    """...and lasts this long: every inference request inside it gets 429 / 3040."""
+    drop_rate: float = 0.0
+    """Probability that the connection is closed without any response."""
+    malformed_rate: float = 0.0
+    """Probability of a 200 whose body is truncated, non-parseable JSON."""
+    seed: int = 0
+    """Seeds every random decision and salts every deterministic output."""
+    token: str | None = None
+    """When set, the only bearer token accepted; otherwise any non-empty token is."""
+    exhausted_code: int = 3036
+    """Code of the daily-cap error: 3036 (documented) or 4006 (seen on some paths)."""
+    strict_cap: bool = False
+    """Refuse a request that would cross the daily cap, instead of serving it in full."""
+    max_body_bytes: int = 10 * MB
+    """Bodies above this get 413 / 3006."""
+    batch_delay_s: float = 0.2
+    """How long an async batch stays queued/running before its responses are ready."""
+    batch_max_bytes: int = 10 * MB
+    """The Batch API's documented total payload limit."""
+
+    def __post_init__(self) -> None:
+        if self.exhausted_code not in (3036, 4006):
+            raise ValueError("exhausted_code must be 3036 or 4006")
+        for name in ("error_rate", "capacity_rate", "drop_rate", "malformed_rate", "spike_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The knobs as JSON-ready values (the token is never shown)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["token"] = "***" if self.token else None
+        return out

@@ -1,0 +1,115 @@
+"""The emulated service without HTTP: auth, model lookup, limits, the daily cap and billing.
+
+``app.py`` turns requests into calls on :class:`Emulator`; everything that decides an
+answer lives here so that the order of checks reads in one place:
+auth → size → model → per-minute window → faults → input → daily cap → run → bill.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipelines.catalog import ModelInfo, get_model, has_model
+from pipelines.emulator import envelope as env
+from pipelines.emulator.batch import BatchQueue
+from pipelines.emulator.config import EmulatorConfig
+from pipelines.emulator.faults import Faults
+from pipelines.emulator.inputs import ModelInput, check_input
+from pipelines.emulator.ledger import Ledger
+from pipelines.emulator.outputs import Outcome, infer
+from pipelines.metering import Usage, neurons
+
+
+class Emulator:
+    """One emulated account: its knobs, books, random faults and queued batches."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.ledger = Ledger()
+        self.faults = Faults(config.seed)
+        self.batches = BatchQueue()
+        self.started = time.monotonic()
+
+    # -- checks, in request order ----------------------------------------------------
+
+    def authorize(self, header: str | None) -> None:
+        """401 / 10000 unless a bearer token (the configured one, if any) is present."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise env.auth_error()
+        if self.config.token is not None and token != self.config.token:
+            raise env.auth_error()
+
+    def check_size(self, size: int, limit: int | None = None) -> None:
+        """413 / 3006 for bodies over the limit."""
+        limit = self.config.max_body_bytes if limit is None else limit
+        if size > limit:
+            raise env.too_large(limit)
+
+    def model(self, model_id: Any) -> ModelInfo:
+        """The catalog entry, or 400 / 5007."""
+        if not isinstance(model_id, str) or not has_model(model_id):
+            raise env.no_such_model(str(model_id))
+        return get_model(model_id)
+
+    def take_slot(self, model: ModelInfo) -> None:
+        """429 / 3021 with Retry-After when the model's sliding minute is full."""
+        limit = max(1, int(model.rpm * self.config.rpm_scale))
+        wait = self.ledger.take_slot(model.id, limit)
+        if wait is not None:
+            raise env.rate_limited(wait)
+
+    def check_not_exhausted(self) -> None:
+        """429 / exhausted_code once today's billed neurons reached the allocation."""
+        if self.ledger.neurons_today() >= self.config.daily_neurons:
+            raise env.daily_exhausted(self.config.exhausted_code, self.config.daily_neurons)
+
+    # -- running ---------------------------------------------------------------------
+
+    def execute(self, model: ModelInfo, inp: ModelInput, *, bill: bool = True) -> Outcome:
+        """Run a validated input; bill it unless told not to (a malformed answer is not)."""
+        self.check_not_exhausted()
+        outcome = infer(model, inp, self.config.seed)
+        cost = neurons(model, outcome.usage)
+        if (
+            self.config.strict_cap
+            and self.ledger.neurons_today() + cost > self.config.daily_neurons
+        ):
+            raise env.daily_exhausted(self.config.exhausted_code, self.config.daily_neurons)
+        if bill:
+            self.ledger.bill(model.id, outcome.usage, outcome.items, cost)
+        return outcome
+
+    def run_item(self, model: ModelInfo, item: dict[str, Any]) -> tuple[Any, Usage]:
+        """One Batch API item, validated and billed like a synchronous request."""
+        outcome = self.execute(model, check_input(model, item))
+        return outcome.result, outcome.usage
+
+    def settle_batches(self) -> None:
+        """Complete the batches whose delay has passed."""
+        self.batches.settle(self.config.batch_delay_s, self.run_item)
+
+    def elapsed(self) -> float:
+        """Seconds since start (or the last reset); capacity bursts are timed from it."""
+        return time.monotonic() - self.started
+
+    # -- control -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The JSON of ``GET /__emulator/stats``."""
+        self.settle_batches()
+        return self.ledger.stats(self.config.daily_neurons)
+
+    def reset(self) -> None:
+        """Clear usage, counters, windows, batches and the random sequence."""
+        self.ledger.reset()
+        self.batches.clear()
+        self.faults.reseed(self.config.seed)
+        self.started = time.monotonic()
+
+    def advance_day(self) -> str:
+        """Move to the next emulated UTC day (settling due batches on the old one first)."""
+        self.settle_batches()
+        return self.ledger.advance_day()

@@ -1,0 +1,222 @@
+"""Wiring one job to a provider, the neuron ledger and a progress display, then running it.
+
+This is what ``pipelines run`` calls: it picks the provider (Cloudflare, the in-process
+emulator, or local models), opens the shared ledger for the account, enforces a per-run
+``--max-neurons`` on top of the daily cap, and with ``wait`` sleeps until the 00:00 UTC
+reset whenever the budget stops the run, then carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipelines.budget import Ledger, effective_budget, seconds_until_reset
+from pipelines.errors import BudgetExhausted, JobError
+from pipelines.job.spec import Job
+from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.runner import Budget, Progress, RunOptions, RunReport, arun_job
+
+
+@dataclass
+class RunBudget:
+    """The ledger plus this run's own ``--max-neurons`` ceiling."""
+
+    ledger: Ledger
+    max_neurons: float | None = None
+    spent: float = 0.0
+    held: float = 0.0
+
+    @property
+    def daily_neurons(self) -> float:
+        """What a day gives this account's jobs (the cap less the reserve)."""
+        return self.ledger.daily_neurons - self.ledger.reserve_neurons
+
+    def _room(self) -> float:
+        if self.max_neurons is None:
+            return float("inf")
+        return self.max_neurons - self.spent - self.held
+
+    def reserve(self, job: str, model: str, neurons: float) -> Any:
+        if neurons > self._room():
+            raise BudgetExhausted(
+                f"--max-neurons reached ({self.spent:,.0f} / {self.max_neurons:,.0f} this run)"
+            )
+        r = self.ledger.reserve(job, model, neurons)
+        self.held += neurons
+        return r
+
+    def commit(self, r: Any, actual_neurons: float) -> None:
+        self.ledger.commit(r, actual_neurons)
+        self.held -= r.neurons
+        self.spent += actual_neurons
+
+    def release(self, r: Any) -> None:
+        self.ledger.release(r)
+        self.held -= r.neurons
+
+    def available(self) -> float:
+        return max(0.0, min(self.ledger.available(), self._room()))
+
+    def mark_exhausted(self, note: str = "") -> None:
+        self.ledger.mark_exhausted(note)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def emulator_day_fn(base_url: str) -> Callable[[], str] | None:
+    """When ``base_url`` is a local emulator, the ledger follows its emulated day."""
+    if not _is_loopback(base_url):
+        return None
+    parts = urlsplit(base_url)
+    stats = f"{parts.scheme}://{parts.netloc}/__emulator/stats"
+    try:
+        httpx.get(stats, timeout=2.0).raise_for_status()
+    except httpx.HTTPError:
+        return None
+
+    def day() -> str:
+        return str(httpx.get(stats, timeout=5.0).json()["day"])
+
+    return day
+
+
+@dataclass
+class Session:
+    """A provider and the ledger settings that go with it."""
+
+    provider: Provider
+    account: str
+    day_fn: Callable[[], str] | None = None
+    ledger_path: Path | None = None  # None: the shared ledger in the state folder
+    produced_by: str | None = None  # overrides the provider's own answer (rehearsals)
+
+
+@asynccontextmanager
+async def open_provider(job: Job, name: str | None, base_url: str | None) -> AsyncIterator[Session]:
+    """The provider a run uses, with its ledger account and day."""
+    from pipelines.providers.cloudflare import CloudflareProvider
+
+    chosen = name or job.provider
+    settings = ProviderSettings.from_env(base_url or job.base_url)
+    if chosen == "auto":
+        chosen = "cloudflare" if settings.account_id and settings.token else "local"
+        if chosen == "local":
+            print(
+                "notice: CLOUDFLARE_ACCOUNT_ID/CLOUDFLARE_API_TOKEN not set; using the local "
+                "provider (use --provider emulator to rehearse against the emulator)",
+                file=sys.stderr,
+            )
+    timeout = job.limits.timeout_s
+    if chosen == "emulator":
+        from pipelines.emulator import EmulatorConfig, running_emulator
+
+        with running_emulator(EmulatorConfig()) as emu, tempfile.TemporaryDirectory() as tmp:
+            rehearsal = ProviderSettings(emu.base_url, "emulator", "emulator")
+            async with CloudflareProvider(rehearsal, timeout_s=timeout) as provider:
+                # a rehearsal spends the emulator's neurons, never the account's
+                yield Session(
+                    provider,
+                    "emulator",
+                    ledger_path=Path(tmp) / "ledger.sqlite3",
+                    produced_by=f"emulator:{job.task.model}",
+                )
+        return
+    if chosen == "local":
+        try:
+            from pipelines.providers.local import LocalProvider
+        except ImportError:
+            raise JobError(
+                "no Cloudflare credentials and no local provider: set CLOUDFLARE_ACCOUNT_ID "
+                "and CLOUDFLARE_API_TOKEN, or rehearse with --provider emulator"
+            ) from None
+        async with LocalProvider() as local:
+            yield Session(local, "local")
+        return
+    async with CloudflareProvider(settings, timeout_s=timeout) as provider:
+        day_fn = await asyncio.to_thread(emulator_day_fn, settings.base_url)
+        yield Session(provider, settings.account_id or "default", day_fn)
+
+
+class TqdmProgress:
+    """A tqdm bar: rows/s and neurons used."""
+
+    def __init__(self, name: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=name, unit="rows", dynamic_ncols=True)
+
+    def start(self, total: int | None) -> None:
+        self.bar.reset(total=total)
+
+    def update(self, rows: int, neurons: float) -> None:
+        self.bar.update(rows)
+        self.bar.set_postfix_str(f"{neurons:,.1f} neurons", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def arun(
+    job: Job,
+    *,
+    provider: str | None = None,
+    base_url: str | None = None,
+    options: RunOptions | None = None,
+    max_neurons: int | None = None,
+    wait: bool = False,
+    progress: bool = False,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RunReport:
+    """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
+    settings = effective_budget(job.budget, max_neurons)
+    async with open_provider(job, provider, base_url) as session:
+        while True:
+            ledger = Ledger(
+                session.ledger_path,
+                account=session.account,
+                daily_neurons=settings.daily_neurons,
+                reserve=settings.reserve,
+                day_fn=session.day_fn,
+            )
+            budget: Budget = RunBudget(ledger, settings.max_neurons)
+            bar = TqdmProgress(job.name) if progress else None
+            bar_progress: Progress | None = bar
+            try:
+                report = await arun_job(
+                    job,
+                    session.provider,
+                    budget,
+                    options=options,
+                    progress=bar_progress,
+                    produced_by=session.produced_by,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+                ledger.close()
+            per_run_cap = "--max-neurons" in report.message
+            if not (wait and report.status == "budget" and not per_run_cap):
+                return report
+            pause = seconds_until_reset() + 5
+            print(f"{report.message}\nwaiting {pause / 3600:.1f} h for the reset", file=sys.stderr)
+            await sleep(pause)
+            options = RunOptions(retry_failed=options.retry_failed if options else False)

@@ -1,0 +1,259 @@
+"""The Cloudflare Workers AI provider: one HTTP attempt per call over the REST API.
+
+Retries are not done here: the runner wraps calls in :func:`pipelines.providers.retry.
+with_retries` together with its rate limiter, so a retry also waits for a rate-limit slot.
+Request bodies and error mapping live in :mod:`pipelines.providers.wire`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from pipelines.catalog import ModelInfo
+from pipelines.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    JobError,
+    ProviderError,
+    ServerError,
+)
+from pipelines.providers.base import DEFAULT_BASE_URL, Provider, ProviderSettings
+from pipelines.providers.wire import (
+    JSON_CONTENT_TYPE,
+    MISSING_CREDENTIALS,
+    encode_json,
+    encode_run_body,
+    error_from_response,
+    json_inputs,
+    transport_error,
+    unwrap_result,
+)
+
+# The Batch API documents a 10 MB payload limit; checking locally saves a doomed upload.
+BATCH_MAX_BYTES = 10 * 1000 * 1000
+
+USAGE_QUERY = (
+    "query($acct: String!, $date: Date!) { viewer { accounts(filter: {accountTag: $acct}) "
+    "{ aiInferenceAdaptiveGroups(limit: 1000, filter: {date: $date}) "
+    "{ dimensions { modelId } sum { totalNeurons } } } } }"
+)
+
+_USER_AGENT = "pipelines/0.1"
+
+
+class CloudflareProvider(Provider):
+    """Calls ``{base_url}/accounts/{account_id}/ai/run/{model}`` with a bearer token.
+
+    A base URL ending in ``/workers-ai`` is taken as an AI Gateway endpoint
+    (``https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/workers-ai``), where the
+    model id follows directly.
+    """
+
+    name = "cloudflare"
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        base = settings.base_url.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise JobError(
+                f"the API base URL {settings.base_url!r} must start with http:// or https:// "
+                "(check --base-url, the job's base_url or CLOUDFLARE_API_BASE_URL)"
+            )
+        self._settings = settings
+        self._base = base
+        self._timeout_s = timeout_s
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"CloudflareProvider({self._settings!r})"
+
+    @property
+    def settings(self) -> ProviderSettings:
+        """Where and as whom this provider calls (its ``repr`` hides the token)."""
+        return self._settings
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    # ----------------------------------------------------------------------- URLs
+
+    def model_url(self, model: ModelInfo) -> str:
+        """The inference URL for ``model``."""
+        if self._base.endswith("/workers-ai"):
+            return f"{self._base}/{model.id}"
+        return f"{self._base}/accounts/{self._settings.account_id}/ai/run/{model.id}"
+
+    def graphql_url(self) -> str:
+        """The analytics endpoint (a gateway does not proxy it, so use the API there)."""
+        base = DEFAULT_BASE_URL if self._base.endswith("/workers-ai") else self._base
+        return f"{base}/graphql"
+
+    # ----------------------------------------------------------------------- calls
+
+    async def run(self, model: ModelInfo, inputs: dict[str, Any]) -> Any:
+        """One inference call; returns the envelope's ``result``."""
+        with self._redacting():
+            self._require_credentials()
+            content, content_type = encode_run_body(model, inputs)
+            resp = await self._post(self.model_url(model), content, content_type, model.id)
+            return unwrap_result(resp.status_code, resp.headers, resp.content, model=model.id)
+
+    async def submit_batch(self, model: ModelInfo, requests: list[dict[str, Any]]) -> str:
+        """Queue ``requests`` on the asynchronous Batch API; returns the request id."""
+        with self._redacting():
+            self._require_credentials()
+            if not model.batch_api:
+                raise InvalidInput(f"{model.id} does not support the Batch API", model=model.id)
+            if not requests:
+                raise InvalidInput("a Batch API request needs at least one item", model=model.id)
+            content = encode_json(
+                {"requests": [json_inputs(model, r) for r in requests]}, model=model.id
+            )
+            if len(content) > BATCH_MAX_BYTES:
+                raise InvalidInput(
+                    f"the batch for {model.id} is {len(content) / 1e6:.1f} MB; the Batch API "
+                    "takes at most 10 MB: split it into smaller batches",
+                    model=model.id,
+                )
+            resp = await self._post(
+                self.model_url(model), content, JSON_CONTENT_TYPE, model.id, queue=True
+            )
+            result = unwrap_result(resp.status_code, resp.headers, resp.content, model=model.id)
+            request_id = result.get("request_id") if isinstance(result, dict) else None
+            if not isinstance(request_id, str) or not request_id:
+                raise transport_error("the Batch API answered without a request_id", model=model.id)
+            return request_id
+
+    async def poll_batch(self, model: ModelInfo, request_id: str) -> dict[str, Any] | None:
+        """``None`` while the batch is queued or running, else ``{"responses", "usage"}``.
+
+        Responses may come back in any order; match them to requests by their ``id``.
+        """
+        with self._redacting():
+            self._require_credentials()
+            content = encode_json({"request_id": request_id})
+            resp = await self._post(
+                self.model_url(model), content, JSON_CONTENT_TYPE, model.id, queue=True
+            )
+            result = unwrap_result(
+                resp.status_code, resp.headers, resp.content, model=model.id, allow_bare=True
+            )
+            if isinstance(result, dict):
+                if isinstance(result.get("responses"), list):
+                    return result
+                if result.get("status") in ("queued", "running"):
+                    return None
+            raise transport_error(
+                f"the Batch API answered the poll for {request_id} with neither a status "
+                "nor responses",
+                model=model.id,
+            )
+
+    async def fetch_usage(self, date: str) -> dict[str, float]:
+        """Neurons per model id that Cloudflare's analytics report for ``date`` (UTC,
+        ``YYYY-MM-DD``). The token needs Account Analytics Read for this."""
+        dt.date.fromisoformat(date)  # fail fast on a malformed date, before any request
+        with self._redacting():
+            self._require_credentials()
+            payload = {
+                "query": USAGE_QUERY,
+                "variables": {"acct": self._settings.account_id, "date": date},
+            }
+            resp = await self._post(self.graphql_url(), encode_json(payload), JSON_CONTENT_TYPE)
+            if resp.status_code != 200:
+                raise error_from_response(resp.status_code, resp.headers, resp.content)
+            return _usage_from_graphql(resp.content)
+
+    # ----------------------------------------------------------------------- plumbing
+
+    def _require_credentials(self) -> None:
+        if not self._settings.account_id or not self._settings.token:
+            raise AuthenticationFailed(MISSING_CREDENTIALS)
+
+    async def _post(
+        self,
+        url: str,
+        content: bytes,
+        content_type: str,
+        model_id: str | None = None,
+        *,
+        queue: bool = False,
+    ) -> httpx.Response:
+        headers = {
+            "Authorization": f"Bearer {self._settings.token}",
+            "Content-Type": content_type,
+        }
+        params = {"queueRequest": "true"} if queue else None
+        try:
+            return await self._client.post(url, content=content, headers=headers, params=params)
+        except httpx.TimeoutException as exc:
+            raise transport_error(
+                f"{type(exc).__name__} after {self._timeout_s:g} s", model=model_id
+            ) from exc
+        except httpx.HTTPError as exc:
+            # Connection refused/reset, RemoteProtocolError, bad content-encoding, ...
+            detail = str(exc) or "no detail"
+            raise transport_error(f"{type(exc).__name__} ({detail})", model=model_id) from exc
+
+    @contextmanager
+    def _redacting(self) -> Iterator[None]:
+        """Make sure no error message leaving the provider can carry the token."""
+        try:
+            yield
+        except ProviderError as exc:
+            token = self._settings.token
+            if token and token in exc.message:
+                exc.message = exc.message.replace(token, "***")
+                exc.args = (exc.message,)
+            raise
+
+
+def _usage_from_graphql(body: bytes) -> dict[str, float]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise transport_error("the analytics API answered with a non-JSON body") from exc
+    if not isinstance(data, Mapping):
+        raise transport_error("the analytics API answered with an unexpected body")
+    errors = data.get("errors")
+    if errors:
+        text = "; ".join(
+            str(e.get("message", e)) if isinstance(e, Mapping) else str(e) for e in errors
+        )[:300]
+        if "not authorized" in text.lower() or "authentication" in text.lower():
+            raise AuthenticationFailed(
+                f"the analytics API refused the query ({text}): give the token the Account "
+                "Analytics Read permission to read neuron usage"
+            )
+        raise ServerError(f"the analytics API failed ({text}); retrying with backoff")
+    try:
+        accounts = data["data"]["viewer"]["accounts"]
+        groups = accounts[0]["aiInferenceAdaptiveGroups"] if accounts else []
+        usage: dict[str, float] = {}
+        for group in groups:
+            model_id = str(group["dimensions"]["modelId"])
+            usage[model_id] = usage.get(model_id, 0.0) + float(group["sum"]["totalNeurons"] or 0)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise transport_error("the analytics API answered in an unexpected shape") from exc
+    return usage

@@ -1,0 +1,442 @@
+"""The async runner: source → task → rate-limited workers → durable output.
+
+One producer streams pending rows from the source (skipping every key already done) and
+packs them into calls on a bounded queue, so memory stays flat whatever the input size.
+N workers take calls, reserve neurons, wait for a rate-limiter slot and call the provider,
+retrying only transient errors; one writer makes each result durable as it arrives. A bad
+row inside a packed request is isolated by splitting the request, a 3021 slows everybody
+down, the daily cap (ours or Cloudflare's) stops the run cleanly and resumably, and an
+authentication failure aborts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.catalog import ModelInfo, get_model
+from pipelines.errors import (
+    AuthenticationFailed,
+    BudgetExhausted,
+    DailyNeuronsExhausted,
+    InvalidInput,
+    PaidPlanRequired,
+    PipelinesError,
+    RateLimited,
+    TransientError,
+    UnknownModel,
+)
+from pipelines.job.spec import Job
+from pipelines.providers.base import Provider
+from pipelines.providers.retry import RetryPolicy, with_retries
+from pipelines.ratelimit import RateLimiter
+from pipelines.sources import open_source
+from pipelines.store import OutputStore
+from pipelines.tasks import KEY, Call, RowFailure, Task, make_task
+
+Status = Literal["completed", "failed_rows", "budget", "interrupted", "aborted"]
+EXIT_CODES: dict[Status, int] = {
+    "completed": 0,
+    "failed_rows": 1,
+    "budget": 3,
+    "interrupted": 130,
+    "aborted": 2,
+}
+
+
+class Budget(Protocol):
+    """What the runner needs from the neuron ledger."""
+
+    def reserve(self, job: str, model: str, neurons: float) -> Any: ...
+    def commit(self, r: Any, actual_neurons: float) -> None: ...
+    def release(self, r: Any) -> None: ...
+    def available(self) -> float: ...
+    def mark_exhausted(self, note: str = "") -> None: ...
+
+
+class Progress(Protocol):
+    """Where the runner reports progress (tqdm in the CLI)."""
+
+    def start(self, total: int | None) -> None: ...
+    def update(self, rows: int, neurons: float) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    """Per-run switches from the command line."""
+
+    fresh: bool = False
+    retry_failed: bool = False
+    batch_rows: int = 20_000
+
+
+@dataclass
+class RunReport:
+    """What a run did; the CLI prints it and exits with ``exit_code``."""
+
+    job: str
+    run_id: str
+    status: Status = "completed"
+    rows_total: int | None = None
+    rows_skipped: int = 0
+    rows_done: int = 0
+    rows_failed: int = 0
+    requests: int = 0
+    neurons: float = 0.0
+    wall_s: float = 0.0
+    output_rows: int = 0
+    failures_total: int = 0
+    message: str = ""
+    error: PipelinesError | None = field(default=None, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+
+def fingerprint(job: Job, produced_by: str | None = None) -> str:
+    """What makes existing output compatible with this job (and with who computed it)."""
+    t = job.task
+    spec = {
+        "produced_by": produced_by or t.model,
+        "kind": t.kind,
+        "model": t.model,
+        "params": t.params,
+        "input": t.input,
+        "truncate": t.truncate,
+        "langs": [t.source_lang_column, t.target_lang_column],
+        "key": job.source.key,
+        "keep": job.output.keep,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class _Stop(Exception):
+    """Internal: a worker saw a reason to stop taking new work."""
+
+
+class Runner:
+    """One run of one job. Use :func:`arun_job` unless you need the pieces."""
+
+    def __init__(
+        self,
+        job: Job,
+        provider: Provider,
+        budget: Budget,
+        *,
+        options: RunOptions | None = None,
+        progress: Progress | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        produced_by: str | None = None,
+    ) -> None:
+        self.job = job
+        self.provider = provider
+        self.budget = budget
+        self.options = options or RunOptions()
+        self.progress = progress
+        self.sleep = sleep
+        self.model: ModelInfo = get_model(job.task.model)
+        keep = [c for c in job.output.keep if c != KEY]
+        self.task: Task = make_task(job, self.model, keep)
+        rpm = job.limits.requests_per_minute or self.model.rpm
+        self.limiter = RateLimiter(rpm, clock=clock, sleep=sleep)
+        self.policy = RetryPolicy(max_attempts=job.limits.max_attempts)
+        self.report = RunReport(job=job.name, run_id=_run_id())
+        self.produced_by = produced_by or provider.produced_by(self.model)
+        self.store = OutputStore(
+            job.output_path,
+            fingerprint=fingerprint(job, self.produced_by),
+            meta={
+                "job": job.name,
+                "model": self.model.id,
+                "produced_by": self.produced_by,
+                "task": job.task.kind,
+            },
+        )
+        self._stop: Status | None = None
+        self._stop_message = ""
+        self._abort: PipelinesError | None = None
+        self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
+        self._out: asyncio.Queue[pa.Table | list[RowFailure] | None] = asyncio.Queue(maxsize=256)
+        self._neurons_per_row: list[float] = [0.0, 0.0]  # neurons, rows (for the days-left figure)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self, status: Status, message: str = "") -> None:
+        """Stop taking new work; in-flight requests finish and are kept."""
+        if self._stop is None or status == "aborted":
+            self._stop = status
+            self._stop_message = message or self._stop_message
+
+    async def run(self) -> RunReport:
+        started = time.monotonic()
+        source = open_source(self.job)
+        self.report.rows_total = source.count()
+        self.store.open(fresh=self.options.fresh)
+        done = self.store.done_keys(retry_failed=self.options.retry_failed)
+        schema = self._output_schema(source)
+        if self.progress is not None:
+            total = self.report.rows_total
+            self.progress.start(None if total is None else max(0, total - done.height))
+        self.store.begin(self.report.run_id, schema)
+        writer = asyncio.create_task(self._writer())
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.job.limits.concurrency)]
+        try:
+            await self._produce(source, done)
+        finally:
+            for _ in workers:
+                await self._calls.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self._out.put(None)
+            await writer
+            self.report.output_rows, self.report.failures_total = await asyncio.to_thread(
+                self.store.finalize
+            )
+            self.report.wall_s = time.monotonic() - started
+        return self._finish()
+
+    def _finish(self) -> RunReport:
+        r = self.report
+        if self._abort is not None:
+            r.status, r.error, r.message = "aborted", self._abort, self._abort.message
+        elif self._stop in ("budget", "interrupted"):
+            r.status = self._stop
+            r.message = self._stop_message
+            if self._stop == "budget":
+                r.message += self._days_left()
+        elif r.failures_total:
+            r.status = "failed_rows"
+            r.message = f"{r.failures_total} rows failed; see {self.store.failures_path}"
+        return r
+
+    def _days_left(self) -> str:
+        total = self.report.rows_total
+        resumes = "" if "00:00 UTC" in self._stop_message else "; resumes after 00:00 UTC"
+        if total is None:
+            return resumes
+        left = max(0, total - self.report.output_rows - self.report.failures_total)
+        neurons, rows = self._neurons_per_row
+        per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
+        days = ""
+        if rows and per_day > 0:
+            days = f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
+        return f"; {left:,} rows left{days}{resumes}"
+
+    def _output_schema(self, source: Any) -> pa.Schema:
+        fields = [pa.field(KEY, pa.string())]
+        sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
+        for name in self.task.keep:
+            dtype: pa.DataType = pa.string()
+            if sample is not None:
+                dtype = sample.select(name).to_arrow().schema.field(name).type
+                if dtype in (pa.large_string(), pa.string_view()):
+                    dtype = pa.string()
+            fields.append(pa.field(name, dtype))
+        return pa.schema([*fields, *self.task.result_fields])
+
+    # -- producer ------------------------------------------------------------------------
+
+    async def _produce(self, source: Any, done: pl.DataFrame) -> None:
+        columns = list(
+            dict.fromkeys(
+                [*self.task.input_columns(), *self.task.keep, *self.task.extra_columns().values()]
+            )
+        )
+        batches = iter(source.iter_batches(columns, batch_rows=self.options.batch_rows))
+        while self._stop is None:
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            if done.height:
+                before = batch.height
+                batch = batch.join(done, on=KEY, how="anti")
+                self.report.rows_skipped += before - batch.height
+            if batch.height == 0:
+                continue
+            calls, failures = await asyncio.to_thread(self.task.prepare, batch)
+            if failures:
+                await self._out.put(failures)
+            for call in calls:
+                if self._stop is not None:
+                    return
+                await self._calls.put(call)
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            call = await self._calls.get()
+            if call is None:
+                return
+            if self._stop is not None:
+                continue  # drain: rows stay pending for the next run
+            try:
+                await self._process(call)
+            except _Stop:
+                continue
+
+    async def _process(self, call: Call) -> None:
+        todo = [call]
+        while todo and self._stop is None:
+            current, rest = self._fit_budget(todo.pop())
+            if rest is not None:
+                todo.append(rest)
+            parts = await self._send(current)
+            if parts:  # a packed request with a bad row: isolate it
+                todo.extend(reversed(parts))
+
+    def _fit_budget(self, call: Call) -> tuple[Call, Call | None]:
+        """Shrink a packed call to what the budget still allows (the day's last requests)."""
+        if call.size == 1:
+            return call, None
+        available = self.budget.available()
+        if self.task.neurons(call.usage) <= available:
+            return call, None
+        for k in range(call.size - 1, 0, -1):
+            if self.task.neurons(self.task.estimate(call.tokens[:k])) <= available:
+                return self.task.split(call, k)
+        return call, None  # not even one item fits: reserve() says why
+
+    async def _send(self, call: Call) -> list[Call] | None:
+        estimate = self.task.neurons(call.usage)
+        try:
+            reservation = self.budget.reserve(self.job.name, self.model.id, estimate)
+        except BudgetExhausted as exc:
+            self.stop("budget", exc.message)
+            raise _Stop from exc
+        attempts = 0
+
+        async def attempt() -> tuple[Any, dict[str, pa.Array]]:
+            nonlocal attempts
+            await self.limiter.acquire()
+            attempts += 1
+            self.report.requests += 1
+            try:
+                result = await self.provider.run(self.model, call.inputs)
+            except RateLimited as exc:
+                self.limiter.penalize(exc.retry_after)
+                raise
+            self.limiter.reward()
+            return result, self.task.columns(call, result)
+
+        try:
+            result, columns = await with_retries(attempt, self.policy, sleep=self.sleep)
+        except DailyNeuronsExhausted as exc:
+            self.budget.release(reservation)
+            self.budget.mark_exhausted(exc.message)
+            self.stop(
+                "budget", f"Cloudflare says the daily neuron allocation is used up ({exc.message})"
+            )
+            raise _Stop from exc
+        except (AuthenticationFailed, PaidPlanRequired, UnknownModel) as exc:
+            self.budget.release(reservation)
+            self._abort = exc
+            self.stop("aborted", exc.message)
+            raise _Stop from exc
+        except InvalidInput as exc:
+            self.budget.release(reservation)
+            if call.size > 1:
+                half = call.size // 2
+                return list(self.task.split(call, half))
+            await self._fail(call, exc, attempts, retryable=False)
+            return None
+        except TransientError as exc:
+            self.budget.release(reservation)
+            await self._fail(call, exc, attempts, retryable=True)
+            return None
+        spent = self.task.neurons(self.task.actual(call, result))
+        self.budget.commit(reservation, spent)
+        self.report.neurons += spent
+        self._neurons_per_row[0] += spent
+        self._neurons_per_row[1] += call.rows.height
+        table = call.rows.to_arrow()
+        for name, array in columns.items():
+            table = table.append_column(name, array)
+        await self._out.put(table)
+        return None
+
+    async def _fail(
+        self, call: Call, exc: PipelinesError, attempts: int, *, retryable: bool
+    ) -> None:
+        status = getattr(exc, "status", None)
+        code = getattr(exc, "code", None)
+        rows = [
+            RowFailure(k, type(exc).__name__, exc.message, code, status, attempts, retryable)
+            for k in call.rows.get_column(KEY).to_list()
+        ]
+        await self._out.put(rows)
+
+    # -- writer --------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        finished = False
+        while not finished:
+            items = [await self._out.get()]
+            while not self._out.empty():
+                items.append(self._out.get_nowait())
+            tables = [i for i in items if isinstance(i, pa.Table)]
+            failures = [f for i in items if isinstance(i, list) for f in i]
+            finished = any(i is None for i in items)
+            if tables:
+                merged = pa.concat_tables(tables, promote_options="permissive")
+                await asyncio.to_thread(self.store.write_results, merged)
+                self.report.rows_done += merged.num_rows
+            if failures:
+                await asyncio.to_thread(self.store.write_failures, failures)
+                self.report.rows_failed += len(failures)
+            if self.progress is not None and (tables or failures):
+                rows = sum(t.num_rows for t in tables) + len(failures)
+                self.progress.update(rows, self.report.neurons)
+
+
+def _run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+async def arun_job(
+    job: Job,
+    provider: Provider,
+    budget: Budget,
+    *,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    produced_by: str | None = None,
+) -> RunReport:
+    """Run ``job`` once with ``provider``, spending at most what ``budget`` grants."""
+    runner = Runner(
+        job,
+        provider,
+        budget,
+        options=options,
+        progress=progress,
+        sleep=sleep,
+        clock=clock,
+        produced_by=produced_by,
+    )
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(
+                sig, runner.stop, "interrupted", "interrupted; re-run to resume"
+            )
+            installed.append(sig)
+    try:
+        return await runner.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,37 @@
+"""Job inputs: CSV and Parquet files streamed as keyed, column-projected batches.
+
+``open_source(job)`` checks everything it can up front (files exist, are readable and
+parse, every column the job names is there) so a job fails before it spends neurons.
+"""
+
+from __future__ import annotations
+
+from pipelines.errors import SourceError
+from pipelines.job.spec import Job
+from pipelines.sources import csv, parquet
+from pipelines.sources.base import (
+    DEFAULT_BATCH_ROWS,
+    KEY_COLUMN,
+    Source,
+    needed_columns,
+    resolve_files,
+)
+
+
+def open_source(job: Job) -> Source:
+    """The job's input, checked and ready to stream; raises :class:`SourceError`."""
+    kind = job.source.kind
+    if kind == "csv":
+        return csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))
+    if kind == "parquet":
+        return parquet.ParquetSource(job, resolve_files(job, parquet.SUFFIXES))
+    raise SourceError(f"{kind} sources are not supported yet")
+
+
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "KEY_COLUMN",
+    "Source",
+    "needed_columns",
+    "open_source",
+]

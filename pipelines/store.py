@@ -1,0 +1,372 @@
+"""Durable, exactly-once output: a journal while running, one atomic Parquet file at the end.
+
+While a run works, every arriving result is appended to an Arrow IPC *journal* in a work
+folder next to the output (``.<name>.pipelines/``) and fsync'ed, so a crash or ``kill -9``
+loses at most the requests in flight. A torn last record is detected and ignored on
+recovery. At the end of a run (finished, stopped by the budget or interrupted) the previous
+output and the journals are merged into a temporary file that atomically replaces the
+output; the journals it consumed are named in its metadata, so a crash between the rename
+and their deletion never counts a row twice. Rows are identified by the ``_key`` column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.errors import OutputError
+from pipelines.tasks import KEY, RowFailure
+
+SCHEMA_VERSION = "1"
+META_PREFIX = "pipelines."
+ROW_GROUP_ROWS = 65_536
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        pa.field(KEY, pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("code", pa.int32()),
+        pa.field("status", pa.int32()),
+        pa.field("message", pa.string()),
+        pa.field("attempts", pa.int32()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("run_id", pa.string()),
+        pa.field("failed_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def failures_path_for(output: Path) -> Path:
+    """``<output stem>.failures.parquet`` next to the output."""
+    return output.with_name(f"{output.stem}.failures.parquet")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_journal(path: Path) -> Iterator[pa.RecordBatch]:
+    """Complete record batches of a journal; a torn tail (crash mid-write) ends the read."""
+    try:
+        source = pa.memory_map(str(path))
+    except (OSError, pa.ArrowInvalid):
+        return
+    with source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (pa.ArrowInvalid, OSError):
+            return
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError):
+                return
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """Our key-value metadata of a Parquet file (without the prefix)."""
+    raw = pq.read_schema(path).metadata or {}
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        key = k.decode("utf-8", "replace")
+        if key.startswith(META_PREFIX):
+            out[key[len(META_PREFIX) :]] = v.decode("utf-8", "replace")
+    return out
+
+
+class _Journal:
+    """An append-only Arrow IPC stream, fsync'ed after every write."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self._file = open(path, "wb")  # lives as long as the run
+        self._writer = pa.ipc.new_stream(self._file, schema)
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        for batch in table.cast(self.schema).to_batches():
+            self._writer.write_batch(batch)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._file.close()
+
+
+class OutputStore:
+    """The output of one job: final Parquet file, failures file and the work folder."""
+
+    def __init__(self, path: Path, *, fingerprint: str, meta: dict[str, str]) -> None:
+        self.path = path
+        self.failures_path = failures_path_for(path)
+        self.work = path.parent / f".{path.name}.pipelines"
+        self.fingerprint = fingerprint
+        self.meta = meta
+        self._results: _Journal | None = None
+        self._failures: _Journal | None = None
+        self.run_id = ""
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self, *, fresh: bool) -> None:
+        """Check the output can be written and belongs to this job; recover earlier runs."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.work.mkdir(exist_ok=True)
+            probe = self.work / f".probe-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to {self.path.parent} ({exc.strerror or exc}); "
+                "choose a writable output.path"
+            ) from exc
+        if self.path.is_dir():
+            raise OutputError(f"output path {self.path} is a folder; name a .parquet file")
+        if fresh:
+            for p in [self.path, self.failures_path, *self.work.iterdir()]:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        self._check_fingerprint()
+        for folder in (self.work, self.path.parent):
+            for tmp in folder.glob(f".{self.path.name}.tmp-*"):
+                tmp.unlink(missing_ok=True)
+        self._drop_consumed()
+        meta = {"fingerprint": self.fingerprint, "schema_version": SCHEMA_VERSION}
+        tmp = self.work / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, self.work / "meta.json")
+
+    def _check_fingerprint(self) -> None:
+        found: list[tuple[str, str]] = []
+        for path in (self.path, self.failures_path):
+            if path.exists():
+                try:
+                    meta = file_metadata(path)
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise OutputError(
+                        f"{path} exists but is not readable Parquet ({exc}); move it away "
+                        "or re-run with --fresh"
+                    ) from exc
+                if "fingerprint" not in meta:
+                    raise OutputError(
+                        f"{path} exists and was not written by pipelines; choose another "
+                        "output.path or re-run with --fresh to replace it"
+                    )
+                found.append((str(path), meta["fingerprint"]))
+        meta_file = self.work / "meta.json"
+        if meta_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                found.append((str(self.work), json.loads(meta_file.read_text())["fingerprint"]))
+        for where, fp in found:
+            if fp != self.fingerprint:
+                raise OutputError(
+                    f"{where} was made with a different task, model or params; re-run with "
+                    "--fresh to start over, or choose another output.path"
+                )
+
+    def _drop_consumed(self) -> None:
+        for path in (self.path, self.failures_path):
+            if path.exists():
+                for name in json.loads(file_metadata(path).get("consumed", "[]")):
+                    (self.work / name).unlink(missing_ok=True)
+
+    def _journals(self, kind: str) -> list[Path]:
+        return sorted(self.work.glob(f"{kind}-*.arrow"))
+
+    # -- what is done --------------------------------------------------------------------
+
+    def done_keys(self, *, retry_failed: bool) -> pl.DataFrame:
+        """Keys that must not be sent again: results, and permanent failures."""
+        parts: list[pa.Array] = []
+        if self.path.exists():
+            parts.extend(pq.read_table(self.path, columns=[KEY]).column(KEY).chunks)
+        for journal in self._journals("results"):
+            parts.extend(b.column(KEY) for b in read_journal(journal))
+        failures = self.failures()
+        if failures.height and not retry_failed:
+            # transient failures (retries ran out) are tried again on every run
+            permanent = failures.filter(~pl.col("retryable"))
+            parts.append(permanent.get_column(KEY).to_arrow())
+        if not parts:
+            return pl.DataFrame({KEY: []}, schema={KEY: pl.Utf8})
+        keys = pa.chunked_array([p.cast(pa.string()) for p in parts], type=pa.string())
+        frame = pl.from_arrow(pa.table({KEY: keys}))
+        assert isinstance(frame, pl.DataFrame)
+        return frame.unique(KEY)
+
+    def failures(self) -> pl.DataFrame:
+        """Every recorded failure, latest per key."""
+        tables: list[pa.Table] = []
+        if self.failures_path.exists():
+            tables.append(pq.read_table(self.failures_path).cast(FAILURE_SCHEMA))
+        for journal in self._journals("failures"):
+            batches = list(read_journal(journal))
+            if batches:
+                tables.append(pa.Table.from_batches(batches).cast(FAILURE_SCHEMA))
+        if not tables:
+            frame = pl.from_arrow(FAILURE_SCHEMA.empty_table())
+        else:
+            frame = pl.from_arrow(pa.concat_tables(tables))
+        assert isinstance(frame, pl.DataFrame)
+        return frame.unique(KEY, keep="last", maintain_order=True)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def begin(self, run_id: str, schema: pa.Schema) -> None:
+        """Start this run's journals (created on first write)."""
+        self.run_id = run_id
+        self.schema = schema
+
+    def write_results(self, table: pa.Table) -> None:
+        """Append results durably."""
+        if self._results is None:
+            path = self.work / f"results-{self.run_id}.arrow"
+            self._results = _Journal(path, self.schema)
+        self._results.write(table)
+
+    def write_failures(self, failures: list[RowFailure]) -> None:
+        """Append failures durably."""
+        if not failures:
+            return
+        if self._failures is None:
+            self._failures = _Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
+        now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
+        table = pa.table(
+            {
+                KEY: [f.key for f in failures],
+                "error": [f.error for f in failures],
+                "code": pa.array([f.code for f in failures], pa.int32()),
+                "status": pa.array([f.status for f in failures], pa.int32()),
+                "message": [f.message for f in failures],
+                "attempts": pa.array([f.attempts for f in failures], pa.int32()),
+                "retryable": [f.retryable for f in failures],
+                "run_id": [self.run_id] * len(failures),
+                "failed_at": pa.array([now] * len(failures), pa.timestamp("ms", tz="UTC")),
+            },
+            schema=FAILURE_SCHEMA,
+        )
+        self._failures.write(table)
+
+    def close_journals(self) -> None:
+        for journal in (self._results, self._failures):
+            if journal is not None:
+                journal.close()
+        self._results = self._failures = None
+
+    # -- finishing -----------------------------------------------------------------------
+
+    def _metadata(self, consumed: list[str], previous: dict[str, str]) -> dict[str, str]:
+        runs = json.loads(previous.get("run_ids", "[]"))
+        if self.run_id and self.run_id not in runs:
+            runs.append(self.run_id)
+        meta = {
+            **self.meta,
+            "fingerprint": self.fingerprint,
+            "schema_version": SCHEMA_VERSION,
+            "run_ids": json.dumps(runs),
+            "consumed": json.dumps(consumed),
+        }
+        return {META_PREFIX + k: v for k, v in meta.items()}
+
+    def finalize(self) -> tuple[int, int]:
+        """Merge previous output and journals into the final files; returns (rows, failures)."""
+        self.close_journals()
+        result_journals = self._journals("results")
+        failure_journals = self._journals("failures")
+        previous = file_metadata(self.path) if self.path.exists() else {}
+        failures = self.failures()
+        failed_keys = set(failures.get_column(KEY).to_list()) if failures.height else set()
+        succeeded: set[str] = set()
+        schema = self.schema.with_metadata(
+            self._metadata([p.name for p in result_journals], previous)
+        )
+        tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+        rows = 0
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                buffer: list[pa.RecordBatch] = []
+                buffered = 0
+                for batch in self._all_result_batches(result_journals):
+                    batch = pa.Table.from_batches([batch]).cast(self.schema).to_batches()
+                    for b in batch:
+                        if failed_keys:
+                            succeeded.update(
+                                k for k in b.column(KEY).to_pylist() if k in failed_keys
+                            )
+                        buffer.append(b)
+                        buffered += b.num_rows
+                    if buffered >= ROW_GROUP_ROWS:
+                        writer.write_table(pa.Table.from_batches(buffer, schema=self.schema))
+                        rows += buffered
+                        buffer, buffered = [], 0
+                if buffer:
+                    writer.write_table(pa.Table.from_batches(buffer, schema=self.schema))
+                    rows += buffered
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"existing output {self.path} does not match this job's columns ({exc}); "
+                "re-run with --fresh"
+            ) from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"could not write {self.path} ({exc.strerror or exc}); the previous output "
+                "is intact and the results are kept for the next run"
+            ) from exc
+        for journal in result_journals:
+            journal.unlink(missing_ok=True)
+        remaining = failures.filter(~pl.col(KEY).is_in(list(succeeded))) if succeeded else failures
+        self._write_failures_file(remaining, failure_journals)
+        return rows, remaining.height
+
+    def _all_result_batches(self, journals: list[Path]) -> Iterator[pa.RecordBatch]:
+        if self.path.exists():
+            yield from pq.ParquetFile(self.path).iter_batches(batch_size=ROW_GROUP_ROWS)
+        for journal in journals:
+            yield from read_journal(journal)
+
+    def _write_failures_file(self, failures: pl.DataFrame, journals: list[Path]) -> None:
+        if failures.height == 0 and not self.failures_path.exists() and not journals:
+            return
+        previous = file_metadata(self.failures_path) if self.failures_path.exists() else {}
+        table = failures.to_arrow().cast(FAILURE_SCHEMA)
+        table = table.replace_schema_metadata(self._metadata([p.name for p in journals], previous))
+        tmp = self.work / f".{self.path.name}.tmp-failures-{os.getpid()}"
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.failures_path)
+        _fsync_dir(self.failures_path.parent)
+        for journal in journals:
+            journal.unlink(missing_ok=True)
+
+    def summary(self) -> dict[str, Any]:
+        """Rows in the output and failures, for status displays."""
+        rows = pq.ParquetFile(self.path).metadata.num_rows if self.path.exists() else 0
+        return {"rows": rows, "failures": self.failures().height}

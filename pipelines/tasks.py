@@ -1,0 +1,305 @@
+"""Row ↔ model-call translation for each task kind, kept pure (no I/O, no network).
+
+A :class:`Task` turns a batch of pending rows into :class:`Call` objects (packing embedding
+texts up to the model's batch and token limits), turns a model result back into output
+columns, and says what a call costs. Rows that cannot be sent at all (null or empty text,
+over-long text without ``truncate``) become failure rows here, before any neuron is spent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from pipelines.catalog import ModelInfo
+from pipelines.errors import InvalidInput, TransportError
+from pipelines.job.spec import Job
+from pipelines.metering import Usage, neurons
+from pipelines.tokens import model_tokens, truncate_to_tokens
+
+KEY = "_key"
+
+
+@dataclass
+class Call:
+    """One request: the distinct items it sends and every row that gets their results.
+
+    Identical inputs in a batch are sent once (``item_of_row`` fans the result out), so a
+    repeated text is never paid twice.
+    """
+
+    texts: list[str]  # distinct items sent
+    tokens: list[int]  # per item
+    extra: dict[str, list[Any]]  # per-item options (languages)
+    rows: pl.DataFrame  # the key column plus kept columns, one row per answered row
+    item_of_row: list[int]  # rows[i] gets the result of texts[item_of_row[i]]
+    inputs: dict[str, Any]
+    usage: Usage  # estimated before sending
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """A row that will not be (or could not be) processed."""
+
+    key: str
+    error: str
+    message: str
+    code: int | None = None
+    status: int | None = None
+    attempts: int = 0
+    retryable: bool = False
+
+
+class Task(ABC):
+    """What one job does with each row."""
+
+    def __init__(self, job: Job, model: ModelInfo, keep: list[str]) -> None:
+        self.job = job
+        self.model = model
+        self.keep = keep
+        self.params = dict(job.task.params)
+        limit = job.limits.batch_size or model.max_items
+        self.batch_size = max(1, min(limit, model.max_items))
+
+    @property
+    @abstractmethod
+    def result_fields(self) -> list[pa.Field]:
+        """Arrow fields the task adds to each output row."""
+
+    @abstractmethod
+    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        """The model input for these texts."""
+
+    @abstractmethod
+    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        """Result columns, one entry per distinct item of ``call``."""
+
+    def input_columns(self) -> list[str]:
+        """Source columns the task reads."""
+        assert self.job.task.input is not None
+        return [self.job.task.input]
+
+    def estimate(self, tokens: list[int]) -> Usage:
+        """Usage expected for a request carrying texts with these token counts."""
+        return Usage(input_tokens=sum(tokens))
+
+    def actual(self, call: Call, result: Any) -> Usage:
+        """Usage the request really consumed (what Cloudflare bills)."""
+        return call.usage
+
+    def neurons(self, usage: Usage) -> float:
+        return neurons(self.model, usage)
+
+    # -- building calls ------------------------------------------------------------------
+
+    def prepare(self, batch: pl.DataFrame) -> tuple[list[Call], list[RowFailure]]:
+        """Split a batch of pending rows into calls and up-front failures."""
+        column = self.input_columns()[0]
+        texts: list[str | None] = batch.get_column(column).to_list()
+        keys: list[str] = batch.get_column(KEY).to_list()
+        extra_cols = self.extra_columns()
+        extra_vals = {n: batch.get_column(c).to_list() for n, c in extra_cols.items()}
+        failures: list[RowFailure] = []
+        # distinct (text, options) items in first-seen order, and the rows each one answers
+        items: dict[tuple[Any, ...], list[int]] = {}
+        for i, text in enumerate(texts):
+            if text is None or not str(text).strip():
+                failures.append(
+                    RowFailure(keys[i], "EmptyInput", f"column '{column}' is empty or null")
+                )
+                continue
+            ident = (str(text), *(extra_vals[n][i] for n in extra_cols))
+            items.setdefault(ident, []).append(i)
+        if not items:
+            return [], failures
+        idents = list(items)
+        counts = model_tokens(self.model, [ident[0] for ident in idents])
+        limit = self.model.max_input_tokens
+        ready: list[tuple[str, int, tuple[Any, ...], list[int]]] = []
+        for ident, n in zip(idents, counts, strict=True):
+            text, rows_of = ident[0], items[ident]
+            if limit is not None and n > limit:
+                if not self.job.task.truncate:
+                    message = (
+                        f"{n} tokens is over the model's limit of {limit}; "
+                        "set task.truncate: true to cut long texts"
+                    )
+                    failures.extend(RowFailure(keys[i], "InputTooLong", message) for i in rows_of)
+                    continue
+                text = truncate_to_tokens(self.model.tokenizer, text, limit)
+                n = model_tokens(self.model, [text])[0]
+            ready.append((text, n, ident, rows_of))
+        rows = batch.select([KEY, *self.keep])
+        calls: list[Call] = []
+        for start in range(0, len(ready), self.batch_size):
+            chunk = ready[start : start + self.batch_size]
+            row_idx: list[int] = []
+            item_of_row: list[int] = []
+            for j, (_, _, _, rows_of) in enumerate(chunk):
+                row_idx.extend(rows_of)
+                item_of_row.extend([j] * len(rows_of))
+            extra = {name: [c[2][1 + k] for c in chunk] for k, name in enumerate(extra_cols)}
+            calls.append(
+                self._call(
+                    [c[0] for c in chunk], [c[1] for c in chunk], extra, rows[row_idx], item_of_row
+                )
+            )
+        return calls, failures
+
+    def _call(
+        self,
+        texts: list[str],
+        tokens: list[int],
+        extra: dict[str, list[Any]],
+        rows: pl.DataFrame,
+        item_of_row: list[int],
+    ) -> Call:
+        return Call(
+            texts=texts,
+            tokens=tokens,
+            extra=extra,
+            rows=rows,
+            item_of_row=item_of_row,
+            inputs=self.inputs_for(texts, extra),
+            usage=self.estimate(tokens),
+        )
+
+    def extra_columns(self) -> dict[str, str]:
+        """Per-row option columns (name in :attr:`Call.extra` → source column)."""
+        return {}
+
+    def split(self, call: Call, at: int) -> tuple[Call, Call]:
+        """Two calls: the first ``at`` items and the rest (to isolate a bad row, or to fit)."""
+
+        def part(lo: int, hi: int) -> Call:
+            mask = [lo <= item < hi for item in call.item_of_row]
+            rows = call.rows.filter(pl.Series(mask, dtype=pl.Boolean))
+            item_of_row = [item - lo for item in call.item_of_row if lo <= item < hi]
+            extra = {k: v[lo:hi] for k, v in call.extra.items()}
+            return self._call(call.texts[lo:hi], call.tokens[lo:hi], extra, rows, item_of_row)
+
+        return part(0, at), part(at, call.size)
+
+    def columns(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        """Result columns for every row of ``call`` (items fanned out to their rows)."""
+        per_item = self.parse(call, result)
+        if call.item_of_row == list(range(call.size)):
+            return per_item
+        take = pa.array(call.item_of_row, pa.int32())
+        return {name: arr.take(take) for name, arr in per_item.items()}
+
+
+class EmbedTask(Task):
+    """Texts → ``embedding`` (fixed-size list of float32), packed many per request."""
+
+    @property
+    def result_fields(self) -> list[pa.Field]:
+        dim = self.model.dimensions or 0
+        return [pa.field("embedding", pa.list_(pa.float32(), dim))]
+
+    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        return {"text": list(texts), **self.params}
+
+    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        data = result.get("data") if isinstance(result, dict) else None
+        if data is None and isinstance(result, dict):
+            data = result.get("response")
+        dim = self.model.dimensions or 0
+        try:
+            matrix = np.asarray(data, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise TransportError("embedding response is not a numeric matrix") from exc
+        if matrix.ndim != 2 or matrix.shape != (call.size, dim):
+            raise TransportError(
+                f"embedding response has shape {matrix.shape}, expected ({call.size}, {dim})"
+            )
+        flat = pa.array(matrix.reshape(-1), type=pa.float32())
+        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
+
+
+class ClassifyTask(Task):
+    """Text → ``label`` and ``score`` (the top class), one text per request."""
+
+    @property
+    def result_fields(self) -> list[pa.Field]:
+        return [pa.field("label", pa.string()), pa.field("score", pa.float32())]
+
+    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        return {"text": texts[0], **self.params}
+
+    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        if not isinstance(result, list) or not result:
+            raise TransportError("classification response is not a non-empty list")
+        best = max(result, key=lambda r: float(r.get("score", 0.0)))
+        return {
+            "label": pa.array([str(best.get("label"))], pa.string()),
+            "score": pa.array([float(best.get("score", 0.0))], pa.float32()),
+        }
+
+
+class TranslateTask(Task):
+    """Text → ``translated_text``; languages from params or per-row columns."""
+
+    # m2m100 output is usually about as long as its input; reconciled with the real output.
+    OUTPUT_RATIO = 1.0
+
+    @property
+    def result_fields(self) -> list[pa.Field]:
+        return [pa.field("translated_text", pa.string())]
+
+    def extra_columns(self) -> dict[str, str]:
+        cols: dict[str, str] = {}
+        if self.job.task.source_lang_column:
+            cols["source_lang"] = self.job.task.source_lang_column
+        if self.job.task.target_lang_column:
+            cols["target_lang"] = self.job.task.target_lang_column
+        return cols
+
+    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": texts[0], **self.params}
+        for name in ("source_lang", "target_lang"):
+            if name in extra and extra[name][0] is not None:
+                body[name] = str(extra[name][0])
+        if not body.get("target_lang"):
+            raise InvalidInput("no target language for this row", status=None, code=None)
+        return body
+
+    def estimate(self, tokens: list[int]) -> Usage:
+        n = sum(tokens)
+        return Usage(input_tokens=n, output_tokens=int(n * self.OUTPUT_RATIO) + 1)
+
+    def actual(self, call: Call, result: Any) -> Usage:
+        text = result.get("translated_text", "") if isinstance(result, dict) else ""
+        return Usage(
+            input_tokens=sum(call.tokens), output_tokens=model_tokens(self.model, [str(text)])[0]
+        )
+
+    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        if not isinstance(result, dict) or "translated_text" not in result:
+            raise TransportError("translation response has no translated_text")
+        return {"translated_text": pa.array([str(result["translated_text"])], pa.string())}
+
+
+_TASKS: dict[str, type[Task]] = {
+    "embed": EmbedTask,
+    "classify": ClassifyTask,
+    "translate": TranslateTask,
+}
+
+
+def make_task(job: Job, model: ModelInfo, keep: list[str]) -> Task:
+    """The task implementation for ``job.task.kind``."""
+    try:
+        cls = _TASKS[job.task.kind]
+    except KeyError:
+        raise InvalidInput(f"task kind {job.task.kind!r} is not supported yet") from None
+    return cls(job, model, keep)
