@@ -1,11 +1,10 @@
 """How fast the emulator answers: 100-text bge-small embedding requests over loopback.
 
-Starts the emulator in-process (uvicorn in a thread), sends ``--requests`` sequential
-requests of ``--texts`` texts with one keep-alive httpx client, and prints the median and
-p95 milliseconds per request and the request rate. The client's own JSON decoding is
-included, as it would be for any real caller; ``server_ms`` is the median time the server
-spent inside the app (from its stats of handled requests it is not separable, so it is
-measured in-process on the ASGI app directly).
+Starts the emulator in-process (uvicorn in a thread) and sends ``--requests`` sequential
+requests of ``--texts`` distinct texts with one keep-alive httpx client, then prints the
+median and p95 milliseconds per request (the client's JSON decoding of the ~470 KB answer
+included, as for any real caller) and the request rate. A second pass calls the ASGI app
+in-process, without sockets or uvicorn, as a near-server-side figure.
 
     python3 benchmarks/emulator_speed.py [--requests 200] [--texts 100] [--model ...]
 """

@@ -1,12 +1,15 @@
 """pipelines: batch data pipelines for Cloudflare Workers AI.
 
-Public API: the model catalog, the error tree and the token/neuron arithmetic. The job
-runner, providers and the emulator are exported from here as they land.
+Public API: load a job (:func:`load_job`), estimate it (:func:`plan_job`), run it
+(:func:`run_job` / :func:`arun`), the providers, the neuron ledger, the emulator, the model
+catalog and the error tree.
 """
 
 from __future__ import annotations
 
+from pipelines.budget import Ledger
 from pipelines.catalog import ModelInfo, TaskKind, get_model, list_models
+from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.errors import (
     AuthenticationFailed,
     BudgetExhausted,
@@ -26,7 +29,14 @@ from pipelines.errors import (
     TransportError,
     UnknownModel,
 )
+from pipelines.job import Job
+from pipelines.job.load import load_job, load_jobs
+from pipelines.launch import arun, run_job
 from pipelines.metering import Usage, neurons
+from pipelines.plan import Plan, plan_job
+from pipelines.providers import CloudflareProvider, Provider, ProviderSettings
+from pipelines.report import RunReport
+from pipelines.runner import RunOptions, arun_job
 
 __version__ = "0.1.0"
 
@@ -34,15 +44,24 @@ __all__ = [
     "AuthenticationFailed",
     "BudgetExhausted",
     "CapacityExceeded",
+    "CloudflareProvider",
     "DailyNeuronsExhausted",
+    "EmulatorConfig",
     "InvalidInput",
+    "Job",
     "JobError",
+    "Ledger",
     "ModelInfo",
     "OutputError",
     "PaidPlanRequired",
     "PipelinesError",
+    "Plan",
+    "Provider",
     "ProviderError",
+    "ProviderSettings",
     "RateLimited",
+    "RunOptions",
+    "RunReport",
     "ServerError",
     "SourceError",
     "TaskKind",
@@ -52,7 +71,14 @@ __all__ = [
     "UnknownModel",
     "Usage",
     "__version__",
+    "arun",
+    "arun_job",
     "get_model",
     "list_models",
+    "load_job",
+    "load_jobs",
     "neurons",
+    "plan_job",
+    "run_job",
+    "running_emulator",
 ]

@@ -18,6 +18,7 @@ from pipelines.errors import SourceError
 
 # libsndfile's own decoders; its MP3 support is newer and less tolerant than FFmpeg's.
 _SNDFILE_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "AIFF", "AU", "CAF"}
+_FFMPEG_SUFFIXES = {".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".wma"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ def probe_file(path: str | Path) -> AudioInfo:
         raise SourceError(f"cannot read audio file {p}: {exc.strerror or exc}") from None
     if size == 0:
         raise SourceError(f"cannot decode audio file {p}: it is empty")
-    return _probe(lambda: str(p), f"audio file {p}")
+    # libsndfile would only reject these (noisily, on stderr): go to FFmpeg directly
+    ffmpeg_only = p.suffix.lower() in _FFMPEG_SUFFIXES
+    return _probe(lambda: str(p), f"audio file {p}", try_sndfile=not ffmpeg_only)
 
 
-def _probe(open_source: Any, name: str) -> AudioInfo:
-    info = _probe_sndfile(open_source())
+def _probe(open_source: Any, name: str, *, try_sndfile: bool = True) -> AudioInfo:
+    info = _probe_sndfile(open_source()) if try_sndfile else None
     if info is not None:
         return info
     try:

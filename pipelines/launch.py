@@ -22,10 +22,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.budget import Ledger, effective_budget, seconds_until_reset
-from pipelines.errors import BudgetExhausted, JobError
+from pipelines.cache import CACHE_FILE, ResultCache
+from pipelines.errors import BudgetExhausted, JobError, PipelinesError
 from pipelines.job.spec import Job
 from pipelines.providers.base import Provider, ProviderSettings
-from pipelines.runner import Budget, Progress, RunOptions, RunReport, arun_job
+from pipelines.report import RunReport
+from pipelines.runner import Budget, Progress, RunOptions, arun_job
 
 
 @dataclass
@@ -50,7 +52,8 @@ class RunBudget:
     def reserve(self, job: str, model: str, neurons: float) -> Any:
         if neurons > self._room():
             raise BudgetExhausted(
-                f"--max-neurons reached ({self.spent:,.0f} / {self.max_neurons:,.0f} this run)"
+                f"--max-neurons reached ({self.spent:,.2f} / {self.max_neurons:,} neurons this "
+                "run); re-run to continue"
             )
         r = self.ledger.reserve(job, model, neurons)
         self.held += neurons
@@ -110,15 +113,41 @@ class Session:
     produced_by: str | None = None  # overrides the provider's own answer (rehearsals)
 
 
+def choose_provider(
+    job: Job, name: str | None, base_url: str | None
+) -> tuple[str, ProviderSettings]:
+    """Which provider runs the job (``auto`` resolved) and the Cloudflare settings."""
+    chosen = name or job.provider
+    settings = ProviderSettings.from_env(base_url or job.base_url)
+    if chosen == "auto":
+        chosen = "cloudflare" if settings.account_id and settings.token else "local"
+    return chosen, settings
+
+
+def results_label(job: Job, name: str | None, base_url: str | None) -> str:
+    """Who computes the results: keeps made-up (emulator) or local answers apart from real
+    ones, in the output's fingerprint and in the result cache. No network."""
+    chosen, settings = choose_provider(job, name, base_url)
+    if chosen == "emulator" or (chosen == "cloudflare" and _is_loopback(settings.base_url)):
+        return f"emulator:{job.task.model}"
+    if chosen == "local":
+        from pipelines.catalog import get_model
+        from pipelines.providers.local import LocalProvider
+
+        try:
+            return LocalProvider().produced_by(get_model(job.task.model))
+        except PipelinesError:  # no offline model for this task: plan still works
+            return f"local:{job.task.model}"
+    return job.task.model
+
+
 @asynccontextmanager
 async def open_provider(job: Job, name: str | None, base_url: str | None) -> AsyncIterator[Session]:
     """The provider a run uses, with its ledger account and day."""
     from pipelines.providers.cloudflare import CloudflareProvider
 
-    chosen = name or job.provider
-    settings = ProviderSettings.from_env(base_url or job.base_url)
-    if chosen == "auto":
-        chosen = "cloudflare" if settings.account_id and settings.token else "local"
+    chosen, settings = choose_provider(job, name, base_url)
+    if name is None and job.provider == "auto":
         if chosen == "local":
             print(
                 "notice: CLOUDFLARE_ACCOUNT_ID/CLOUDFLARE_API_TOKEN not set; using the local "
@@ -153,7 +182,8 @@ async def open_provider(job: Job, name: str | None, base_url: str | None) -> Asy
         return
     async with CloudflareProvider(settings, timeout_s=timeout) as provider:
         day_fn = await asyncio.to_thread(emulator_day_fn, settings.base_url)
-        yield Session(provider, settings.account_id or "default", day_fn)
+        label = results_label(job, chosen, base_url)
+        yield Session(provider, settings.account_id or "default", day_fn, produced_by=label)
 
 
 class TqdmProgress:
@@ -184,6 +214,7 @@ async def arun(
     max_neurons: int | None = None,
     wait: bool = False,
     progress: bool = False,
+    use_cache: bool = True,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> RunReport:
     """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
@@ -198,6 +229,14 @@ async def arun(
                 day_fn=session.day_fn,
             )
             budget: Budget = RunBudget(ledger, settings.max_neurons)
+            # a rehearsal's made-up answers must never be served to a real run: own cache
+            cache = (
+                ResultCache(
+                    session.ledger_path.with_name(CACHE_FILE) if session.ledger_path else None
+                )
+                if use_cache
+                else None
+            )
             bar = TqdmProgress(job.name) if progress else None
             bar_progress: Progress | None = bar
             try:
@@ -208,11 +247,14 @@ async def arun(
                     options=options,
                     progress=bar_progress,
                     produced_by=session.produced_by,
+                    cache=cache,
                 )
             finally:
                 if bar is not None:
                     bar.close()
                 ledger.close()
+                if cache is not None:
+                    cache.close()
             per_run_cap = "--max-neurons" in report.message
             if not (wait and report.status == "budget" and not per_run_cap):
                 return report
@@ -220,3 +262,8 @@ async def arun(
             print(f"{report.message}\nwaiting {pause / 3600:.1f} h for the reset", file=sys.stderr)
             await sleep(pause)
             options = RunOptions(retry_failed=options.retry_failed if options else False)
+
+
+def run_job(job: Job, **kwargs: Any) -> RunReport:
+    """Synchronous :func:`arun` (for scripts and notebooks without an event loop)."""
+    return asyncio.run(arun(job, **kwargs))

@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.budget import Ledger, effective_budget, resolve_account
+from pipelines.cache import ResultCache, TaskCache
 from pipelines.catalog import get_model
 from pipelines.job.spec import Job
 from pipelines.metering import Usage
-from pipelines.runner import fingerprint
 from pipelines.sources import open_source
-from pipelines.store import OutputStore
+from pipelines.store import OutputStore, fingerprint
 from pipelines.tasks import KEY, make_task
 
 
@@ -31,6 +31,8 @@ class Plan:
     rows_failed: int
     rows_pending: int
     rows_unsendable: int
+    rows_cached: int
+    neurons_saved_by_cache: float
     requests: int
     input_tokens: int
     output_tokens: int
@@ -44,7 +46,14 @@ class Plan:
         return asdict(self)
 
 
-def plan_job(job: Job, *, retry_failed: bool = False, max_neurons: int | None = None) -> Plan:
+def plan_job(
+    job: Job,
+    *,
+    retry_failed: bool = False,
+    max_neurons: int | None = None,
+    use_cache: bool = True,
+    produced_by: str | None = None,
+) -> Plan:
     """Count rows and estimate requests and neurons for ``job``."""
     model = get_model(job.task.model)
     task = make_task(job, model, [c for c in job.output.keep if c != KEY])
@@ -55,8 +64,11 @@ def plan_job(job: Job, *, retry_failed: bool = False, max_neurons: int | None = 
     columns = list(
         dict.fromkeys([*task.input_columns(), *task.keep, *task.extra_columns().values()])
     )
-    total = pending = unsendable = requests = 0
+    total = pending = unsendable = requests = cached = 0
     usage = Usage()
+    saved = Usage()
+    cache = ResultCache() if use_cache and task.cacheable else None
+    reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     for batch in source.iter_batches(columns):
         total += batch.height
         if done.height:
@@ -66,9 +78,15 @@ def plan_job(job: Job, *, retry_failed: bool = False, max_neurons: int | None = 
         pending += batch.height
         calls, failures = task.prepare(batch)
         unsendable += len(failures)
-        requests += len(calls)
+        if reuse is not None and calls:
+            hits, calls, spared = reuse.count_hits(calls)
+            cached += hits
+            saved = saved + spared
+        requests += sum(task.requests_for(c) for c in calls)
         for call in calls:
             usage = usage + call.usage
+    if cache is not None:
+        cache.close()
     budget = effective_budget(job.budget, max_neurons)
     with Ledger(
         account=resolve_account(), daily_neurons=budget.daily_neurons, reserve=budget.reserve
@@ -84,6 +102,8 @@ def plan_job(job: Job, *, retry_failed: bool = False, max_neurons: int | None = 
         rows_failed=failed,
         rows_pending=pending,
         rows_unsendable=unsendable,
+        rows_cached=cached,
+        neurons_saved_by_cache=task.neurons(saved),
         requests=requests,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,

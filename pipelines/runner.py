@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import polars as pl
 import pyarrow as pa
 
+from pipelines.cache import ResultCache, TaskCache
 from pipelines.catalog import ModelInfo, get_model
 from pipelines.errors import (
     AuthenticationFailed,
@@ -38,21 +37,14 @@ from pipelines.errors import (
     UnknownModel,
 )
 from pipelines.job.spec import Job
+from pipelines.metering import Usage
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy, with_retries
 from pipelines.ratelimit import RateLimiter
+from pipelines.report import RunReport, Status
 from pipelines.sources import open_source
-from pipelines.store import OutputStore
+from pipelines.store import OutputStore, fingerprint
 from pipelines.tasks import KEY, Call, RowFailure, Task, make_task
-
-Status = Literal["completed", "failed_rows", "budget", "interrupted", "aborted"]
-EXIT_CODES: dict[Status, int] = {
-    "completed": 0,
-    "failed_rows": 1,
-    "budget": 3,
-    "interrupted": 130,
-    "aborted": 2,
-}
 
 
 class Budget(Protocol):
@@ -81,47 +73,6 @@ class RunOptions:
     batch_rows: int = 20_000
 
 
-@dataclass
-class RunReport:
-    """What a run did; the CLI prints it and exits with ``exit_code``."""
-
-    job: str
-    run_id: str
-    status: Status = "completed"
-    rows_total: int | None = None
-    rows_skipped: int = 0
-    rows_done: int = 0
-    rows_failed: int = 0
-    requests: int = 0
-    neurons: float = 0.0
-    wall_s: float = 0.0
-    output_rows: int = 0
-    failures_total: int = 0
-    message: str = ""
-    error: PipelinesError | None = field(default=None, repr=False)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.status]
-
-
-def fingerprint(job: Job, produced_by: str | None = None) -> str:
-    """What makes existing output compatible with this job (and with who computed it)."""
-    t = job.task
-    spec = {
-        "produced_by": produced_by or t.model,
-        "kind": t.kind,
-        "model": t.model,
-        "params": t.params,
-        "input": t.input,
-        "truncate": t.truncate,
-        "langs": [t.source_lang_column, t.target_lang_column],
-        "key": job.source.key,
-        "keep": job.output.keep,
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
 class _Stop(Exception):
     """Internal: a worker saw a reason to stop taking new work."""
 
@@ -140,6 +91,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         produced_by: str | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.job = job
         self.provider = provider
@@ -164,6 +116,11 @@ class Runner:
                 "produced_by": self.produced_by,
                 "task": job.task.kind,
             },
+        )
+        self.reuse = (
+            TaskCache(cache, self.task, self.produced_by)
+            if cache is not None and self.task.cacheable
+            else None
         )
         self._stop: Status | None = None
         self._stop_message = ""
@@ -223,14 +180,17 @@ class Runner:
 
     def _days_left(self) -> str:
         total = self.report.rows_total
-        resumes = "" if "00:00 UTC" in self._stop_message else "; resumes after 00:00 UTC"
+        per_run = "--max-neurons" in self._stop_message
+        resumes = (
+            "" if per_run or "00:00 UTC" in self._stop_message else "; resumes after 00:00 UTC"
+        )
         if total is None:
             return resumes
         left = max(0, total - self.report.output_rows - self.report.failures_total)
         neurons, rows = self._neurons_per_row
         per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
         days = ""
-        if rows and per_day > 0:
+        if rows and per_day > 0 and not per_run:
             days = f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
         return f"; {left:,} rows left{days}{resumes}"
 
@@ -268,6 +228,11 @@ class Runner:
             calls, failures = await asyncio.to_thread(self.task.prepare, batch)
             if failures:
                 await self._out.put(failures)
+            if self.reuse is not None and calls:
+                served, calls = await asyncio.to_thread(self.reuse.lookup, calls)
+                for table in served:
+                    self.report.rows_cached += table.num_rows
+                    await self._out.put(table)
             for call in calls:
                 if self._stop is not None:
                     return
@@ -286,6 +251,9 @@ class Runner:
                 await self._process(call)
             except _Stop:
                 continue
+            except Exception as exc:  # a bug must not silently lose rows: record them
+                error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
+                await self._fail(call, error, 0, retryable=True)
 
     async def _process(self, call: Call) -> None:
         todo = [call]
@@ -302,69 +270,89 @@ class Runner:
         if call.size == 1:
             return call, None
         available = self.budget.available()
-        if self.task.neurons(call.usage) <= available:
+        if self._reservation(call.usage) <= available:
             return call, None
         for k in range(call.size - 1, 0, -1):
-            if self.task.neurons(self.task.estimate(call.tokens[:k])) <= available:
+            if self._reservation(self.task.estimate(call.tokens[:k])) <= available:
                 return self.task.split(call, k)
         return call, None  # not even one item fits: reserve() says why
 
+    def _reservation(self, usage: Usage) -> float:
+        return self.task.neurons(self.task.worst_case(usage))
+
     async def _send(self, call: Call) -> list[Call] | None:
-        estimate = self.task.neurons(call.usage)
+        estimate = self._reservation(call.usage)
         try:
             reservation = self.budget.reserve(self.job.name, self.model.id, estimate)
         except BudgetExhausted as exc:
             self.stop("budget", exc.message)
             raise _Stop from exc
         attempts = 0
+        results: list[Any] = []
 
-        async def attempt() -> tuple[Any, dict[str, pa.Array]]:
-            nonlocal attempts
-            await self.limiter.acquire()
-            attempts += 1
-            self.report.requests += 1
-            try:
-                result = await self.provider.run(self.model, call.inputs)
-            except RateLimited as exc:
-                self.limiter.penalize(exc.retry_after)
-                raise
-            self.limiter.reward()
-            return result, self.task.columns(call, result)
+        async def request(inputs: dict[str, Any]) -> Any:
+            async def attempt() -> Any:
+                nonlocal attempts
+                await self.limiter.acquire()
+                attempts += 1
+                self.report.requests += 1
+                try:
+                    result = await self.provider.run(self.model, inputs)
+                except RateLimited as exc:
+                    self.limiter.penalize(exc.retry_after)
+                    raise
+                self.limiter.reward()
+                return result
+
+            return await with_retries(attempt, self.policy, sleep=self.sleep)
+
+        def settle() -> None:
+            # requests that went through were billed even if a later part failed
+            spent = self.task.neurons(self.task.usage_of(call, results)) if results else 0.0
+            if spent > 0:
+                self.budget.commit(reservation, spent)
+                self.report.neurons += spent
+            else:
+                self.budget.release(reservation)
 
         try:
-            result, columns = await with_retries(attempt, self.policy, sleep=self.sleep)
+            # most calls are one request; a long recording is several (one per chunk)
+            parts = await asyncio.to_thread(self.task.materialize, call)
+            for inputs in parts:
+                results.append(await request(inputs))
+            result = self.task.combine(call, results)
+            per_item = self.task.parse(call, result)
         except DailyNeuronsExhausted as exc:
-            self.budget.release(reservation)
+            settle()
             self.budget.mark_exhausted(exc.message)
             self.stop(
                 "budget", f"Cloudflare says the daily neuron allocation is used up ({exc.message})"
             )
             raise _Stop from exc
         except (AuthenticationFailed, PaidPlanRequired, UnknownModel) as exc:
-            self.budget.release(reservation)
+            settle()
             self._abort = exc
             self.stop("aborted", exc.message)
             raise _Stop from exc
         except InvalidInput as exc:
-            self.budget.release(reservation)
+            settle()
             if call.size > 1:
                 half = call.size // 2
                 return list(self.task.split(call, half))
             await self._fail(call, exc, attempts, retryable=False)
             return None
         except TransientError as exc:
-            self.budget.release(reservation)
+            settle()
             await self._fail(call, exc, attempts, retryable=True)
             return None
-        spent = self.task.neurons(self.task.actual(call, result))
+        spent = self.task.neurons(self.task.usage_of(call, results))
         self.budget.commit(reservation, spent)
         self.report.neurons += spent
         self._neurons_per_row[0] += spent
         self._neurons_per_row[1] += call.rows.height
-        table = call.rows.to_arrow()
-        for name, array in columns.items():
-            table = table.append_column(name, array)
-        await self._out.put(table)
+        if self.reuse is not None:
+            await asyncio.to_thread(self.reuse.store, call, per_item)
+        await self._out.put(self.task.output_table(call, per_item))
         return None
 
     async def _fail(
@@ -415,6 +403,7 @@ async def arun_job(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     produced_by: str | None = None,
+    cache: ResultCache | None = None,
 ) -> RunReport:
     """Run ``job`` once with ``provider``, spending at most what ``budget`` grants."""
     runner = Runner(
@@ -426,6 +415,7 @@ async def arun_job(
         sleep=sleep,
         clock=clock,
         produced_by=produced_by,
+        cache=cache,
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

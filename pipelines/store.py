@@ -12,6 +12,7 @@ and their deletion never counts a row twice. Rows are identified by the ``_key``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.errors import OutputError
+from pipelines.job.spec import Job
 from pipelines.tasks import KEY, RowFailure
 
 SCHEMA_VERSION = "1"
@@ -43,6 +45,23 @@ FAILURE_SCHEMA = pa.schema(
         pa.field("failed_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
+
+
+def fingerprint(job: Job, produced_by: str | None = None) -> str:
+    """What makes existing output compatible with this job (and with who computed it)."""
+    t = job.task
+    spec = {
+        "produced_by": produced_by or t.model,
+        "kind": t.kind,
+        "model": t.model,
+        "params": t.params,
+        "input": t.input,
+        "truncate": t.truncate,
+        "langs": [t.source_lang_column, t.target_lang_column],
+        "key": job.source.key,
+        "keep": job.output.keep,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def failures_path_for(output: Path) -> Path:

@@ -62,6 +62,9 @@ class RowFailure:
 class Task(ABC):
     """What one job does with each row."""
 
+    # whether identical items may be answered from the result cache
+    cacheable = True
+
     def __init__(self, job: Job, model: ModelInfo, keep: list[str]) -> None:
         self.job = job
         self.model = model
@@ -95,6 +98,26 @@ class Task(ABC):
     def actual(self, call: Call, result: Any) -> Usage:
         """Usage the request really consumed (what Cloudflare bills)."""
         return call.usage
+
+    def worst_case(self, usage: Usage) -> Usage:
+        """What to reserve for an estimate: above it where the real figure can be higher."""
+        return usage
+
+    def requests_for(self, call: Call) -> int:
+        """How many requests ``call`` will take (for ``plan``)."""
+        return 1
+
+    def materialize(self, call: Call) -> list[dict[str, Any]]:
+        """The requests that answer ``call`` (runs in a thread: may read files)."""
+        return [call.inputs]
+
+    def combine(self, call: Call, results: list[Any]) -> Any:
+        """One result from the results of :meth:`materialize`'s requests."""
+        return results[0]
+
+    def usage_of(self, call: Call, results: list[Any]) -> Usage:
+        """What the requests that returned ``results`` consumed (some may be missing)."""
+        return self.actual(call, results[0]) if results else Usage()
 
     def neurons(self, usage: Usage) -> float:
         return neurons(self.model, usage)
@@ -179,23 +202,40 @@ class Task(ABC):
 
     def split(self, call: Call, at: int) -> tuple[Call, Call]:
         """Two calls: the first ``at`` items and the rest (to isolate a bad row, or to fit)."""
+        return self.subset(call, list(range(at))), self.subset(call, list(range(at, call.size)))
 
-        def part(lo: int, hi: int) -> Call:
-            mask = [lo <= item < hi for item in call.item_of_row]
-            rows = call.rows.filter(pl.Series(mask, dtype=pl.Boolean))
-            item_of_row = [item - lo for item in call.item_of_row if lo <= item < hi]
-            extra = {k: v[lo:hi] for k, v in call.extra.items()}
-            return self._call(call.texts[lo:hi], call.tokens[lo:hi], extra, rows, item_of_row)
+    def subset(self, call: Call, items: list[int]) -> Call:
+        """A call for some of ``call``'s items, with every row those items answer."""
+        position = {item: i for i, item in enumerate(items)}
+        mask = [item in position for item in call.item_of_row]
+        rows = call.rows.filter(pl.Series(mask, dtype=pl.Boolean))
+        item_of_row = [position[item] for item in call.item_of_row if item in position]
+        extra = {k: [v[i] for i in items] for k, v in call.extra.items()}
+        texts = [call.texts[i] for i in items]
+        return self._call(texts, [call.tokens[i] for i in items], extra, rows, item_of_row)
 
-        return part(0, at), part(at, call.size)
+    def identities(self, call: Call) -> list[tuple[Any, ...]]:
+        """What makes each item's answer: its text and per-row options (for the cache)."""
+        names = sorted(call.extra)
+        return [(text, *(call.extra[n][i] for n in names)) for i, text in enumerate(call.texts)]
 
-    def columns(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        """Result columns for every row of ``call`` (items fanned out to their rows)."""
-        per_item = self.parse(call, result)
+    def fanout(self, call: Call, per_item: dict[str, pa.Array]) -> dict[str, pa.Array]:
+        """Per-item result columns spread over every row of ``call``."""
         if call.item_of_row == list(range(call.size)):
             return per_item
         take = pa.array(call.item_of_row, pa.int32())
         return {name: arr.take(take) for name, arr in per_item.items()}
+
+    def columns(self, call: Call, result: Any) -> dict[str, pa.Array]:
+        """Result columns for every row of ``call`` (items fanned out to their rows)."""
+        return self.fanout(call, self.parse(call, result))
+
+    def output_table(self, call: Call, per_item: dict[str, pa.Array]) -> pa.Table:
+        """The output rows of ``call``: key, kept columns and result columns."""
+        table = call.rows.to_arrow()
+        for name, array in self.fanout(call, per_item).items():
+            table = table.append_column(name, array)
+        return table
 
 
 class EmbedTask(Task):
@@ -277,6 +317,10 @@ class TranslateTask(Task):
         n = sum(tokens)
         return Usage(input_tokens=n, output_tokens=int(n * self.OUTPUT_RATIO) + 1)
 
+    def worst_case(self, usage: Usage) -> Usage:
+        # a translation can come out longer than expected; the cap must hold anyway
+        return Usage(usage.input_tokens, usage.output_tokens * 2 + 8, usage.audio_seconds)
+
     def actual(self, call: Call, result: Any) -> Usage:
         text = result.get("translated_text", "") if isinstance(result, dict) else ""
         return Usage(
@@ -298,6 +342,10 @@ _TASKS: dict[str, type[Task]] = {
 
 def make_task(job: Job, model: ModelInfo, keep: list[str]) -> Task:
     """The task implementation for ``job.task.kind``."""
+    if job.task.kind == "transcribe":
+        from pipelines.transcribe import TranscribeTask
+
+        return TranscribeTask(job, model, keep)
     try:
         cls = _TASKS[job.task.kind]
     except KeyError:

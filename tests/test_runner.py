@@ -16,7 +16,8 @@ from pipelines.errors import AuthenticationFailed, InvalidInput, RateLimited, Se
 from pipelines.job.load import load_job
 from pipelines.launch import RunBudget
 from pipelines.providers.base import Provider
-from pipelines.runner import RunReport, arun_job
+from pipelines.report import RunReport
+from pipelines.runner import arun_job
 from pipelines.tokens import count_tokens
 
 

@@ -188,17 +188,6 @@ def test_null_key_is_an_error_and_duplicate_keys_keep_the_first(tmp_path: Path) 
         collect(open_source(make_job(tmp_path, "in.csv", key="id")), ["text"])
 
 
-def test_audio_is_not_supported_yet(tmp_path: Path) -> None:
-    job_file = tmp_path / "job.yaml"
-    job_file.write_text(
-        "name: a\nsource: {kind: audio, path: clips}\n"
-        "task: {kind: transcribe, model: '@cf/openai/whisper'}\n"
-        "output: {path: out.parquet}\n"
-    )
-    with pytest.raises(SourceError, match="audio sources are not supported yet"):
-        open_source(load_job(job_file))
-
-
 def test_unknown_requested_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "in.csv", b"id,text\n1,a\n")
     source = open_source(make_job(tmp_path, "in.csv"))

@@ -39,13 +39,20 @@ def _register() -> None:
     main.add_command(emulator.emulator)
     main.add_command(validate.validate)
     main.add_command(validate.schema)
+    from pipelines.cli import cache
     from pipelines.cli import run as run_cmd
+
+    main.add_command(cache.cache)
 
     main.add_command(run_cmd.run)
     main.add_command(run_cmd.plan)
     from pipelines.cli import budget
 
     main.add_command(budget.budget)
+    from pipelines.cli import ops
+
+    main.add_command(ops.status)
+    main.add_command(ops.schedule)
 
 
 _register()

@@ -10,13 +10,15 @@ from pathlib import Path
 import click
 
 from pipelines.job.load import load_job
-from pipelines.runner import RunOptions, RunReport
+from pipelines.report import RunReport
+from pipelines.runner import RunOptions
 
 
 def _summary(report: RunReport) -> str:
     parts = [
         f"{report.job}: {report.status}",
-        f"rows done {report.rows_done:,}",
+        f"rows done {report.rows_done:,}"
+        + (f" ({report.rows_cached:,} from cache)" if report.rows_cached else ""),
         f"failed {report.rows_failed:,}",
         f"skipped {report.rows_skipped:,}",
         f"requests {report.requests:,}",
@@ -40,6 +42,7 @@ def _summary(report: RunReport) -> str:
 @click.option("--retry-failed", is_flag=True, help="Send rows that failed permanently again.")
 @click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
 def run(
     job_file: Path,
     provider: str | None,
@@ -49,6 +52,7 @@ def run(
     retry_failed: bool,
     wait: bool,
     no_progress: bool,
+    no_cache: bool,
 ) -> None:
     """Run a job: send pending rows to the model and write Parquet."""
     from pipelines.launch import arun
@@ -64,6 +68,7 @@ def run(
             max_neurons=max_neurons,
             wait=wait,
             progress=not no_progress and sys.stderr.isatty(),
+            use_cache=not no_cache,
         )
     )
     click.echo(_summary(report))
@@ -79,21 +84,41 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--retry-failed", is_flag=True, help="Count permanently failed rows as pending.")
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
-def plan(job_file: Path, as_json: bool, retry_failed: bool, max_neurons: int | None) -> None:
+@click.option("--provider", type=click.Choice(["cloudflare", "emulator", "local"]), default=None)
+@click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
+def plan(
+    job_file: Path,
+    as_json: bool,
+    retry_failed: bool,
+    max_neurons: int | None,
+    provider: str | None,
+    base_url: str | None,
+) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
+    from pipelines.launch import results_label
     from pipelines.plan import plan_job
 
     job = load_job(job_file)
-    p = plan_job(job, retry_failed=retry_failed, max_neurons=max_neurons)
+    label = results_label(job, provider, base_url)
+    p = plan_job(job, retry_failed=retry_failed, max_neurons=max_neurons, produced_by=label)
     if as_json:
         click.echo(json.dumps(p.as_dict(), indent=2))
         return
     click.echo(f"job        {p.job} ({p.model})")
     click.echo(
         f"rows       {p.rows_total:,} total, {p.rows_done:,} done, {p.rows_pending:,} pending"
-        + (f" ({p.rows_unsendable:,} will fail: empty or too long)" if p.rows_unsendable else "")
+        + (
+            f" ({p.rows_unsendable:,} will fail: empty, unreadable or too long)"
+            if p.rows_unsendable
+            else ""
+        )
     )
     click.echo(f"requests   {p.requests:,}")
+    if p.rows_cached:
+        click.echo(
+            f"cache      {p.rows_cached:,} rows answered from the cache, "
+            f"saving {p.neurons_saved_by_cache:,.1f} neurons"
+        )
     usage = f"{p.input_tokens:,} input tokens"
     if p.output_tokens:
         usage += f" + ~{p.output_tokens:,} output tokens"

@@ -14,8 +14,8 @@ from functools import cache
 from typing import Any
 
 # jsonschema ships no type information and its stubs are not a dependency
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import (  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+from jsonschema.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     ValidationError,
     best_match,
 )

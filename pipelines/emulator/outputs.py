@@ -129,8 +129,6 @@ def _qwen(model: ModelInfo, p: dict[str, Any], seed: int) -> Outcome:
             texts.extend(_as_list(p[key]))
     if not texts:
         raise bad_input("Error: one of 'queries', 'documents' or 'text' is required at '/'")
-    if len(texts) > model.max_items:
-        raise bad_input(f"Error: at most {model.max_items} texts per request, got {len(texts)}")
     tokens = _billed_tokens(model, texts, p)
     dim = model.dimensions or 1024
     vectors = embed(texts, dim, salt_for(model.id, "last", seed))

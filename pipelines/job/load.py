@@ -224,6 +224,8 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
 }
 _TEXT_KINDS = ("embed", "classify", "translate")
+# Params pipelines reads itself for transcribe jobs (cutting long recordings); never sent.
+_CHUNK_PARAMS = ("chunk_max_mb", "chunk_max_seconds")
 
 
 def input_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -256,6 +258,11 @@ def _check_params(job: Job, model: ModelInfo, problems: Problems) -> dict[str, A
         loc: Loc = ("task", "params", key)
         if is_token_key(key):
             continue  # reported while reading the file
+        if job.task.kind == "transcribe" and key in _CHUNK_PARAMS:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            if not ok:
+                problems.add(loc, "must be a positive number")
+            continue
         if key in _RUNNER_FILLED and key in props:
             problems.add(loc, f"set by pipelines from {_RUNNER_FILLED[key]}; remove it")
         elif key not in props:
@@ -359,6 +366,11 @@ def _check(job: Job, data: dict[str, Any], problems: Problems) -> Job:
         problems.add(("source", "kind"), "transcribe jobs read audio: set source.kind: audio")
     if task.kind != "transcribe" and job.source.kind == "audio":
         problems.add(("source", "kind"), "audio sources only work with task.kind: transcribe")
+    if job.source.kind == "audio" and job.source.key is not None:
+        problems.add(
+            ("source", "key"),
+            "audio rows are keyed by their path relative to source.path; remove source.key",
+        )
     for key, kind in (("delimiter", "csv"), ("encoding", "csv"), ("extensions", "audio")):
         if key in raw_source and job.source.kind != kind:
             problems.add(("source", key), f"only applies to {kind} sources")

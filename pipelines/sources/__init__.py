@@ -1,4 +1,4 @@
-"""Job inputs: CSV and Parquet files streamed as keyed, column-projected batches.
+"""Job inputs: CSV, Parquet and audio files streamed as keyed, column-projected batches.
 
 ``open_source(job)`` checks everything it can up front (files exist, are readable and
 parse, every column the job names is there) so a job fails before it spends neurons.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipelines.errors import SourceError
 from pipelines.job.spec import Job
-from pipelines.sources import csv, parquet
+from pipelines.sources import audio, csv, parquet
 from pipelines.sources.base import (
     DEFAULT_BATCH_ROWS,
     KEY_COLUMN,
@@ -25,6 +25,8 @@ def open_source(job: Job) -> Source:
         return csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))
     if kind == "parquet":
         return parquet.ParquetSource(job, resolve_files(job, parquet.SUFFIXES))
+    if kind == "audio":
+        return audio.AudioSource(job)
     raise SourceError(f"{kind} sources are not supported yet")
 
 

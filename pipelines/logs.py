@@ -1,0 +1,161 @@
+"""Log lines for people or machines, with the API token scrubbed from every record.
+
+``configure_logging("text")`` writes ``2026-11-28 09:12:03 embed-corpus: message`` (UTC);
+``configure_logging("json")`` writes one JSON object per line (``ts``, ``level``,
+``logger``, ``msg`` and any ``extra=`` fields such as ``job`` or ``run_id``). Both pass
+through :class:`RedactFilter`, which masks the record itself, so records that propagate on
+to the root logger's handlers are masked too; :func:`redact` is what manifests use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
+
+LOGGER = "pipelines"
+MASK = "***"
+LogFormat = Literal["text", "json"]
+
+# Shorter values are not real tokens; masking them would garble every line they occur in.
+_MIN_SECRET = 4
+_token_file_cache: dict[str, tuple[int, str]] = {}
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RESERVED = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def _token_file_secret(path: str) -> str:
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return ""
+    cached = _token_file_cache.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            value = fh.read().strip()
+    except OSError:
+        value = ""
+    _token_file_cache[path] = (mtime, value)
+    return value
+
+
+def secrets() -> list[str]:
+    """The values that must never be written: the API token, from the env or its file."""
+    found = [os.environ.get("CLOUDFLARE_API_TOKEN", "").strip()]
+    token_file = os.environ.get("CLOUDFLARE_API_TOKEN_FILE")
+    if token_file:
+        found.append(_token_file_secret(token_file))
+    # Longest first, so a token that contains another is masked whole.
+    return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every occurrence of the API token replaced by ``***``."""
+    for secret in secrets():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """:func:`redact` applied to every string inside dicts, lists and tuples."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
+class RedactFilter(logging.Filter):
+    """Masks the API token in a record's message, arguments and extra fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not secrets():
+            return True
+        # Format once here so a token passed as an argument is masked too.
+        try:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        except Exception:  # bad format arguments: keep them readable, never raise here
+            record.msg = redact(f"{record.msg} {record.args!r}")
+            record.args = None
+        for key, value in list(vars(record).items()):
+            if key not in _RESERVED:
+                setattr(record, key, redact_value(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+
+
+def _utc(record: logging.LogRecord) -> datetime:
+    return datetime.fromtimestamp(record.created, UTC)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-28 09:12:03 embed-corpus: stopped by the budget`` (UTC, job when known)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = _utc(record).strftime("%Y-%m-%d %H:%M:%S")
+        who = getattr(record, "job", None) or record.name
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        line = f"{ts} {who}: {level}{record.getMessage()}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return redact(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": _utc(record).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            out.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        return redact(json.dumps(redact_value(out), default=str, ensure_ascii=False))
+
+
+def configure_logging(
+    fmt: LogFormat = "text", level: int | str = logging.INFO, *, stream: IO[str] | None = None
+) -> logging.Logger:
+    """Send the ``pipelines`` logger to ``stream`` (default stderr) in ``fmt``; idempotent."""
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+    logger = logging.getLogger(LOGGER)
+    for old in [h for h in logger.handlers if getattr(h, "_pipelines", False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler._pipelines = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # On the handler, not the logger: logger filters skip records from child loggers.
+    handler.addFilter(RedactFilter())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    return logger

@@ -1,0 +1,237 @@
+"""``pipelines status``: where each job stands, from files on this machine only.
+
+Rows come from the input's cheap count and the output's Parquet footer, the last run from
+the manifest, today's neurons from the ledger, and the days left from the neurons a row
+has cost so far. Nothing here touches the network or a job's lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.budget import Ledger, effective_budget, format_neurons, resolve_account
+from pipelines.errors import PipelinesError
+from pipelines.job.spec import Job
+from pipelines.locks import current_holder
+from pipelines.manifest import neurons_per_row, read_manifest
+from pipelines.store import failures_path_for
+
+
+@dataclass
+class JobStatus:
+    """One job's standing; ``None`` where a figure cannot be known cheaply."""
+
+    job: str
+    job_file: str | None
+    model: str
+    output: str
+    priority: int
+    rows_total: int | None = None
+    rows_done: int = 0
+    rows_failed: int = 0
+    rows_failed_retryable: int = 0
+    rows_pending: int | None = None
+    running: str | None = None  # "pid 1234 since 09:12 UTC" while a run holds the lock
+    last_run_id: str | None = None
+    last_run_ended: str | None = None
+    last_run_status: str | None = None
+    last_run_exit_code: int | None = None
+    last_run_message: str = ""
+    neurons_today: float = 0.0
+    neurons_total: float = 0.0
+    neurons_per_row: float | None = None
+    daily_neurons: int | None = None
+    reserve: int | None = None
+    days_left: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.days_left is not None and math.isinf(self.days_left):
+            out["days_left"] = None
+        return out
+
+
+def _parquet_rows(path: Any) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _failures(job: Job, status: JobStatus) -> None:
+    path = failures_path_for(job.output_path)
+    if not path.exists():
+        return
+    try:
+        table = pq.read_table(path, columns=["retryable"])
+    except (OSError, pa.ArrowException) as exc:
+        status.problems.append(f"{path}: unreadable ({exc})")
+        return
+    status.rows_failed = table.num_rows
+    status.rows_failed_retryable = int(table.column("retryable").to_pylist().count(True))
+
+
+def _source_rows(job: Job, status: JobStatus) -> None:
+    from pipelines.sources import open_source
+
+    try:
+        status.rows_total = open_source(job).count()
+    except PipelinesError as exc:
+        status.problems.append(exc.message)
+
+
+def _manifest(job: Job, status: JobStatus) -> None:
+    try:
+        manifest = read_manifest(job.output_path)
+    except PipelinesError as exc:
+        status.problems.append(exc.message)
+        return
+    if manifest is None:
+        return
+    last = manifest.get("last_run") or {}
+    status.last_run_id = last.get("run_id")
+    status.last_run_ended = last.get("ended_at")
+    status.last_run_status = last.get("status")
+    status.last_run_exit_code = last.get("exit_code")
+    status.last_run_message = str(last.get("message") or "")
+    totals = manifest.get("totals") or {}
+    history = manifest.get("history") or []
+    status.neurons_total = float(
+        totals.get("neurons", sum(float(h.get("neurons") or 0) for h in history))
+    )
+    status.neurons_per_row = neurons_per_row(manifest, job.task.model)
+
+
+def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
+    """Everything :func:`collect_status` shows for one job."""
+    output = job.output_path
+    status = JobStatus(
+        job=job.name,
+        job_file=str(job.file) if job.file is not None else None,
+        model=job.task.model,
+        output=str(output.resolve()),
+        priority=job.priority,
+    )
+    if output.exists():
+        try:
+            status.rows_done = _parquet_rows(output)
+        except (OSError, pa.ArrowException) as exc:
+            status.problems.append(f"{output}: unreadable ({exc})")
+    _failures(job, status)
+    _source_rows(job, status)
+    if status.rows_total is not None:
+        # Retryable failures are sent again by the next run, so they are still pending.
+        permanent = status.rows_failed - status.rows_failed_retryable
+        status.rows_pending = max(0, status.rows_total - status.rows_done - permanent)
+    holder = current_holder(output)
+    if holder is not None:
+        status.running = holder.describe()
+    _manifest(job, status)
+    try:
+        budget = effective_budget(job.budget, None)
+    except PipelinesError as exc:
+        status.problems.append(exc.message)
+        return status
+    status.daily_neurons, status.reserve = budget.daily_neurons, budget.reserve
+    if ledger is not None:
+        status.neurons_today = sum(
+            (r["committed"] + r["reserved"] for r in ledger.by_job_model() if r["job"] == job.name),
+            0.0,
+        )
+    per_day = budget.daily_neurons - budget.reserve
+    if status.rows_pending == 0:
+        status.days_left = 0.0
+    elif status.rows_pending is not None and status.neurons_per_row is not None:
+        need = status.rows_pending * status.neurons_per_row
+        status.days_left = need / per_day if per_day > 0 else math.inf
+    return status
+
+
+def collect_status(jobs: Iterable[Job], *, account: str | None = None) -> list[JobStatus]:
+    """:func:`job_status` of every job, sharing one read of the ledger."""
+    jobs = list(jobs)
+    with Ledger(account=resolve_account(account)) as ledger:
+        return [job_status(job, ledger=ledger) for job in jobs]
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _days(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if math.isinf(value):
+        return "never"
+    return "0" if value == 0 else f"{max(value, 0.1):.1f}"
+
+
+def _result(s: JobStatus) -> str:
+    if s.running:
+        return "running"
+    if s.last_run_status is None:
+        return "never run"
+    return f"{s.last_run_status} ({s.last_run_exit_code})"
+
+
+def _when(s: JobStatus) -> str:
+    if not s.last_run_ended:
+        return "-"
+    return s.last_run_ended.replace("T", " ").removesuffix("Z")[:16]
+
+
+def render_table(statuses: list[JobStatus]) -> str:
+    """A table for people, then one line per job that has something to say."""
+    header = (
+        "JOB",
+        "TOTAL",
+        "DONE",
+        "PENDING",
+        "FAILED",
+        "LAST RUN (UTC)",
+        "RESULT",
+        "NEURONS TODAY",
+        "NEURONS TOTAL",
+        "DAYS LEFT",
+    )
+    rows = [header]
+    for s in statuses:
+        rows.append(
+            (
+                s.job,
+                _n(s.rows_total),
+                _n(s.rows_done),
+                _n(s.rows_pending),
+                _n(s.rows_failed),
+                _when(s),
+                _result(s),
+                format_neurons(s.neurons_today),
+                format_neurons(s.neurons_total),
+                _days(s.days_left),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    left = {0, 5, 6}
+    lines = [
+        "  ".join(
+            cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    for s in statuses:
+        if s.running:
+            lines.append(f"{s.job}: running ({s.running})")
+        elif s.last_run_message and s.last_run_status != "completed":
+            lines.append(f"{s.job}: {s.last_run_message}")
+        lines.extend(f"{s.job}: {p}" for p in s.problems)
+    if any(s.days_left is None and s.rows_pending for s in statuses):
+        lines.append("days left: ? until a run has spent neurons (it prices a row)")
+    return "\n".join(lines)
+
+
+__all__ = ["JobStatus", "collect_status", "job_status", "render_table"]
