@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from pipelines.budget import Ledger, effective_budget, seconds_until_reset
+from pipelines.budget import Ledger, effective_budget
 from pipelines.cache import CACHE_FILE, ResultCache
 from pipelines.errors import BudgetExhausted, JobError, PipelinesError
 from pipelines.job.spec import Job
+from pipelines.locks import JobLock
+from pipelines.manifest import write_manifest
 from pipelines.providers.base import Provider, ProviderSettings
 from pipelines.report import RunReport
-from pipelines.runner import Budget, Progress, RunOptions, arun_job
+from pipelines.runner import Budget, RunOptions, arun_job
+
+log = logging.getLogger("pipelines")
 
 
 @dataclass
@@ -218,9 +224,39 @@ async def arun(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> RunReport:
     """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
+    from pipelines.jobset import arun_jobs
+
+    reports = await arun_jobs(
+        [job],
+        provider=provider,
+        base_url=base_url,
+        options=options,
+        max_neurons=max_neurons,
+        wait=wait,
+        progress=progress,
+        use_cache=use_cache,
+        sleep=sleep,
+        raise_errors=True,
+    )
+    return reports[0]
+
+
+async def arun_once(
+    job: Job,
+    *,
+    provider: str | None = None,
+    base_url: str | None = None,
+    options: RunOptions | None = None,
+    max_neurons: int | None = None,
+    progress: bool = False,
+    use_cache: bool = True,
+) -> RunReport:
+    """One run of ``job``: take its lock, run, write its manifest and log the outcome."""
     settings = effective_budget(job.budget, max_neurons)
-    async with open_provider(job, provider, base_url) as session:
-        while True:
+    with JobLock.for_job(job) as lock:
+        if lock.notice:
+            log.warning(lock.notice, extra={"job": job.name})
+        async with open_provider(job, provider, base_url) as session:
             ledger = Ledger(
                 session.ledger_path,
                 account=session.account,
@@ -229,23 +265,21 @@ async def arun(
                 day_fn=session.day_fn,
             )
             budget: Budget = RunBudget(ledger, settings.max_neurons)
-            # a rehearsal's made-up answers must never be served to a real run: own cache
-            cache = (
-                ResultCache(
-                    session.ledger_path.with_name(CACHE_FILE) if session.ledger_path else None
-                )
-                if use_cache
-                else None
-            )
+            # a rehearsal keeps its own cache next to its own ledger
+            cache_path = session.ledger_path.with_name(CACHE_FILE) if session.ledger_path else None
+            cache = ResultCache(cache_path) if use_cache else None
             bar = TqdmProgress(job.name) if progress else None
-            bar_progress: Progress | None = bar
+            started = datetime.now(UTC)
+            log.info(
+                "%s: run started (%s)", job.name, session.provider.name, extra={"job": job.name}
+            )
             try:
                 report = await arun_job(
                     job,
                     session.provider,
                     budget,
                     options=options,
-                    progress=bar_progress,
+                    progress=bar,
                     produced_by=session.produced_by,
                     cache=cache,
                 )
@@ -255,13 +289,22 @@ async def arun(
                 ledger.close()
                 if cache is not None:
                     cache.close()
-            per_run_cap = "--max-neurons" in report.message
-            if not (wait and report.status == "budget" and not per_run_cap):
-                return report
-            pause = seconds_until_reset() + 5
-            print(f"{report.message}\nwaiting {pause / 3600:.1f} h for the reset", file=sys.stderr)
-            await sleep(pause)
-            options = RunOptions(retry_failed=options.retry_failed if options else False)
+            name = "emulator" if session.account == "emulator" else session.provider.name
+            write_manifest(
+                job, report, started_at=started, ended_at=datetime.now(UTC), provider=name
+            )
+            log.info(
+                "%s: %s (rows done %d, failed %d, requests %d, neurons %.1f)%s",
+                job.name,
+                report.status,
+                report.rows_done,
+                report.rows_failed,
+                report.requests,
+                report.neurons,
+                f": {report.message}" if report.message else "",
+                extra={"job": job.name, "run_id": report.run_id},
+            )
+            return report
 
 
 def run_job(job: Job, **kwargs: Any) -> RunReport:

@@ -142,6 +142,18 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(redact_value(out), default=str, ensure_ascii=False))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (CLI test runners swap it)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def configure_logging(
     fmt: LogFormat = "text", level: int | str = logging.INFO, *, stream: IO[str] | None = None
 ) -> logging.Logger:
@@ -151,7 +163,9 @@ def configure_logging(
     logger = logging.getLogger(LOGGER)
     for old in [h for h in logger.handlers if getattr(h, "_pipelines", False)]:
         logger.removeHandler(old)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.StreamHandler = (  # type: ignore[type-arg]
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     handler._pipelines = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     # On the handler, not the logger: logger filters skip records from child loggers.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.job.load import load_job
+from pipelines.job.load import load_job, load_jobs
 from pipelines.report import RunReport
 from pipelines.runner import RunOptions
 
@@ -29,7 +29,7 @@ def _summary(report: RunReport) -> str:
 
 
 @click.command()
-@click.argument("job_file", type=click.Path(path_type=Path))
+@click.argument("jobs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--provider",
     type=click.Choice(["cloudflare", "emulator", "local"]),
@@ -43,8 +43,14 @@ def _summary(report: RunReport) -> str:
 @click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="Log lines for people (text) or machines (json), on stderr.",
+)
 def run(
-    job_file: Path,
+    jobs: tuple[Path, ...],
     provider: str | None,
     base_url: str | None,
     max_neurons: int | None,
@@ -53,15 +59,18 @@ def run(
     wait: bool,
     no_progress: bool,
     no_cache: bool,
+    log_format: str,
 ) -> None:
-    """Run a job: send pending rows to the model and write Parquet."""
-    from pipelines.launch import arun
+    """Run jobs (files or folders of them, higher priority first) and write Parquet."""
+    from pipelines.jobset import arun_jobs, overall_exit_code
+    from pipelines.logs import configure_logging
 
-    job = load_job(job_file)
+    configure_logging("json" if log_format == "json" else "text")
+    loaded = load_jobs(jobs)
     options = RunOptions(fresh=fresh, retry_failed=retry_failed)
-    report = asyncio.run(
-        arun(
-            job,
+    reports = asyncio.run(
+        arun_jobs(
+            loaded,
             provider=provider,
             base_url=base_url,
             options=options,
@@ -69,14 +78,15 @@ def run(
             wait=wait,
             progress=not no_progress and sys.stderr.isatty(),
             use_cache=not no_cache,
+            raise_errors=len(loaded) == 1,
         )
     )
-    click.echo(_summary(report))
-    if report.message:
-        click.echo(
-            f"{'error' if report.status == 'aborted' else 'note'}: {report.message}", err=True
-        )
-    sys.exit(report.exit_code)
+    for report in reports:
+        click.echo(_summary(report))
+        if report.message:
+            kind = "error" if report.status == "aborted" else "note"
+            click.echo(f"{kind}: {report.message}", err=True)
+    sys.exit(overall_exit_code(reports))
 
 
 @click.command()
