@@ -70,7 +70,7 @@ async def arun_jobs(
             except PipelinesError as exc:
                 if raise_errors:
                     raise
-                log.error("%s: %s", job.name, exc.message, extra={"job": job.name})
+                log.error("%s", exc.message, extra={"job": job.name})
                 latest[job.name] = RunReport(
                     job=job.name, run_id="", status="aborted", message=exc.message, error=exc
                 )

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,13 +98,20 @@ def emulator_day_fn(base_url: str) -> Callable[[], str] | None:
         return None
     parts = urlsplit(base_url)
     stats = f"{parts.scheme}://{parts.netloc}/__emulator/stats"
+    client = httpx.Client(timeout=5.0)
     try:
-        httpx.get(stats, timeout=2.0).raise_for_status()
-    except httpx.HTTPError:
+        first = client.get(stats)
+        first.raise_for_status()
+        seen: dict[str, Any] = {"day": str(first.json()["day"]), "at": time.monotonic()}
+    except (httpx.HTTPError, ValueError, KeyError):
+        client.close()
         return None
 
     def day() -> str:
-        return str(httpx.get(stats, timeout=5.0).json()["day"])
+        # the ledger asks on every reservation; the emulated day moves only on advance-day
+        if time.monotonic() - seen["at"] > 0.5:
+            seen.update(day=str(client.get(stats).json()["day"]), at=time.monotonic())
+        return str(seen["day"])
 
     return day
 
@@ -294,8 +302,7 @@ async def arun_once(
                 job, report, started_at=started, ended_at=datetime.now(UTC), provider=name
             )
             log.info(
-                "%s: %s (rows done %d, failed %d, requests %d, neurons %.1f)%s",
-                job.name,
+                "%s (rows done %d, failed %d, requests %d, neurons %.1f)%s",
                 report.status,
                 report.rows_done,
                 report.rows_failed,

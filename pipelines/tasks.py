@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pipelines.catalog import ModelInfo
 from pipelines.errors import InvalidInput, TransportError
+from pipelines.job.languages import describe_languages, normalize_language
 from pipelines.job.spec import Job
 from pipelines.metering import Usage, neurons
 from pipelines.tokens import model_tokens, truncate_to_tokens
@@ -140,7 +141,12 @@ class Task(ABC):
                     RowFailure(keys[i], "EmptyInput", f"column '{column}' is empty or null")
                 )
                 continue
-            ident = (str(text), *(extra_vals[n][i] for n in extra_cols))
+            options = [extra_vals[n][i] for n in extra_cols]
+            problem = self.check_options(dict(zip(extra_cols, options, strict=True)))
+            if isinstance(problem, str):
+                failures.append(RowFailure(keys[i], "InvalidOption", problem))
+                continue
+            ident = (str(text), *(problem[n] for n in extra_cols))
             items.setdefault(ident, []).append(i)
         if not items:
             return [], failures
@@ -199,6 +205,10 @@ class Task(ABC):
     def extra_columns(self) -> dict[str, str]:
         """Per-row option columns (name in :attr:`Call.extra` → source column)."""
         return {}
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any] | str:
+        """A row's per-row options, normalised, or why the row cannot be sent."""
+        return options
 
     def split(self, call: Call, at: int) -> tuple[Call, Call]:
         """Two calls: the first ``at`` items and the rest (to isolate a bad row, or to fit)."""
@@ -304,13 +314,33 @@ class TranslateTask(Task):
             cols["target_lang"] = self.job.task.target_lang_column
         return cols
 
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any] | str:
+        out: dict[str, Any] = {}
+        for name, value in options.items():
+            column = self.extra_columns()[name]
+            if value is None or not str(value).strip():
+                if name == "target_lang" or "source_lang" not in self.params:
+                    return f"column '{column}' is empty: no {name.replace('_', ' ')} for this row"
+                out[name] = None
+                continue
+            code = normalize_language(str(value))
+            if code is None:
+                return (
+                    f"unknown language {str(value)!r} in column '{column}' "
+                    f"(supported: {describe_languages()})"
+                )
+            out[name] = code
+        source = out.get("source_lang") or self.params.get("source_lang")
+        target = out.get("target_lang") or self.params.get("target_lang")
+        if source and target and source == target:
+            return f"source and target language are both {source!r}"
+        return out
+
     def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
         body: dict[str, Any] = {"text": texts[0], **self.params}
         for name in ("source_lang", "target_lang"):
             if name in extra and extra[name][0] is not None:
                 body[name] = str(extra[name][0])
-        if not body.get("target_lang"):
-            raise InvalidInput("no target language for this row", status=None, code=None)
         return body
 
     def estimate(self, tokens: list[int]) -> Usage:

@@ -1,0 +1,150 @@
+"""More of issue 3 end to end: per-row languages, --retry-failed, Ctrl-C (exit 130,
+resumable), and every example job in jobs/ running against the emulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipelines.cli import main
+from pipelines.emulator import EmulatorConfig, running_emulator
+from pipelines.emulator.server import RunningEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
+    with running_emulator(EmulatorConfig(rpm_scale=100)) as emulator:
+        monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct")
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok")
+        monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emulator.base_url)
+        yield emulator
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["run", "--no-progress", *args])
+    return result.exit_code, result.output
+
+
+def test_per_row_languages_are_checked_before_sending(tmp_path: Path, emu: RunningEmulator) -> None:
+    pl.DataFrame(
+        {
+            "id": ["1", "2", "3", "4"],
+            "text": ["hello world", "good morning", "thank you", "see you"],
+            "src": ["en", "English", "en", "en"],
+            "dst": ["fr", "German", "klingon", None],
+        }
+    ).write_csv(tmp_path / "p.csv")
+    (tmp_path / "job.yaml").write_text(
+        """name: langs
+source: {kind: csv, path: p.csv, key: id}
+task:
+  kind: translate
+  model: "@cf/meta/m2m100-1.2b"
+  input: text
+  source_lang_column: src
+  target_lang_column: dst
+output: {path: out.parquet, keep: [id, dst]}
+"""
+    )
+    code, out = run(str(tmp_path / "job.yaml"))
+    assert code == 1, out
+    done = pl.read_parquet(tmp_path / "out.parquet").sort("id")
+    assert done["id"].to_list() == ["1", "2"]
+    failed = pl.read_parquet(tmp_path / "out.failures.parquet").sort("_key")
+    assert failed["_key"].to_list() == ["3", "4"]
+    assert "unknown language 'klingon'" in failed["message"][0]
+    assert "no target lang" in failed["message"][1]
+    # nothing was sent for the two bad rows
+    assert emu.stats()["models"]["@cf/meta/m2m100-1.2b"]["requests"] == 2
+
+
+def test_retry_failed_sends_permanent_failures_again(tmp_path: Path, emu: RunningEmulator) -> None:
+    pl.DataFrame({"id": ["1", "2"], "text": ["fine", "x " * 600]}).write_csv(tmp_path / "in.csv")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        """name: retry
+source: {kind: csv, path: in.csv, key: id}
+task: {kind: embed, model: "@cf/baai/bge-small-en-v1.5", input: text}
+output: {path: out.parquet}
+"""
+    )
+    assert run(str(job))[0] == 1  # row 2 is over 512 tokens
+    assert run(str(job))[0] == 1  # a plain re-run does not send it again
+    requests = emu.stats()["models"]["@cf/baai/bge-small-en-v1.5"]["requests"]
+    assert requests == 1
+    job.write_text(job.read_text().replace("input: text}", "input: text, truncate: true}"))
+    code, out = run(str(job), "--fresh")
+    assert code == 0, out
+    frame = pl.read_parquet(tmp_path / "out.parquet")
+    assert sorted(frame["_key"].to_list()) == ["1", "2"]
+
+
+def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path: Path, emu: RunningEmulator) -> None:
+    emu.config.latency_ms = 100
+    pl.DataFrame(
+        {"id": [str(i) for i in range(1500)], "text": [f"text {i}" for i in range(1500)]}
+    ).write_csv(tmp_path / "in.csv")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        """name: interrupt
+source: {kind: csv, path: in.csv, key: id}
+task: {kind: embed, model: "@cf/baai/bge-small-en-v1.5", input: text}
+output: {path: out.parquet}
+limits: {batch_size: 10, concurrency: 2}
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", "--no-progress", str(job)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / ".out.parquet.pipelines").glob("results-*.arrow")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    partial = pl.read_parquet(tmp_path / "out.parquet")
+    assert 0 < partial.height < 1500
+    emu.config.latency_ms = 0
+    code, output = run(str(job))
+    assert code == 0, output
+    final = pl.read_parquet(tmp_path / "out.parquet")
+    assert final.height == 1500 and final["_key"].n_unique() == 1500
+
+
+@pytest.mark.parametrize("job_file", sorted((ROOT / "jobs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_job_runs_against_the_emulator(
+    job_file: Path, tmp_path: Path, emu: RunningEmulator
+) -> None:
+    raw = yaml.safe_load(job_file.read_text())
+    raw["source"]["path"] = str((job_file.parent / raw["source"]["path"]).resolve())
+    raw["output"]["path"] = str(tmp_path / "out" / Path(raw["output"]["path"]).name)
+    raw.setdefault("limits", {})["requests_per_minute"] = 100_000  # the emulator allows it
+    copy = tmp_path / job_file.name
+    copy.write_text(yaml.safe_dump(raw))
+    validate = CliRunner().invoke(main, ["validate", str(job_file)])
+    assert validate.exit_code == 0, validate.output
+    code, out = run(str(copy))
+    # the transcription sample ships a deliberately broken file: one failed row
+    assert code == (1 if raw["task"]["kind"] == "transcribe" else 0), out
+    assert (tmp_path / "out" / Path(raw["output"]["path"]).name).exists()
+    shutil.rmtree(tmp_path / "out")
