@@ -92,19 +92,17 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def emulator_day_fn(base_url: str) -> Callable[[], str] | None:
+def emulator_day_fn(base_url: str, client: httpx.Client) -> Callable[[], str] | None:
     """When ``base_url`` is a local emulator, the ledger follows its emulated day."""
     if not _is_loopback(base_url):
         return None
     parts = urlsplit(base_url)
     stats = f"{parts.scheme}://{parts.netloc}/__emulator/stats"
-    client = httpx.Client(timeout=5.0)
     try:
         first = client.get(stats)
         first.raise_for_status()
         seen: dict[str, Any] = {"day": str(first.json()["day"]), "at": time.monotonic()}
     except (httpx.HTTPError, ValueError, KeyError):
-        client.close()
         return None
 
     def day() -> str:
@@ -195,9 +193,10 @@ async def open_provider(job: Job, name: str | None, base_url: str | None) -> Asy
             yield Session(local, "local")
         return
     async with CloudflareProvider(settings, timeout_s=timeout) as provider:
-        day_fn = await asyncio.to_thread(emulator_day_fn, settings.base_url)
-        label = results_label(job, chosen, base_url)
-        yield Session(provider, settings.account_id or "default", day_fn, produced_by=label)
+        with httpx.Client(timeout=5.0) as day_client:
+            day_fn = await asyncio.to_thread(emulator_day_fn, settings.base_url, day_client)
+            label = results_label(job, chosen, base_url)
+            yield Session(provider, settings.account_id or "default", day_fn, produced_by=label)
 
 
 class TqdmProgress:
