@@ -277,9 +277,7 @@ async def arun_once(
             cache = ResultCache(cache_path) if use_cache else None
             bar = TqdmProgress(job.name) if progress else None
             started = datetime.now(UTC)
-            log.info(
-                "%s: run started (%s)", job.name, session.provider.name, extra={"job": job.name}
-            )
+            log.info("run started (%s)", session.provider.name, extra={"job": job.name})
             try:
                 report = await arun_job(
                     job,
