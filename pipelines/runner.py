@@ -168,31 +168,30 @@ class Runner:
         r = self.report
         if self._abort is not None:
             r.status, r.error, r.message = "aborted", self._abort, self._abort.message
-        elif self._stop in ("budget", "interrupted"):
-            r.status = self._stop
-            r.message = self._stop_message
-            if self._stop == "budget":
-                r.message += self._days_left()
+        elif self._stop == "budget":
+            r.status, r.message = "budget", self._budget_message()
+        elif self._stop == "interrupted":
+            r.status, r.message = "interrupted", self._stop_message
         elif r.failures_total:
             r.status = "failed_rows"
             r.message = f"{r.failures_total} rows failed; see {self.store.failures_path}"
         return r
 
-    def _days_left(self) -> str:
+    def _budget_message(self) -> str:
+        """Why the budget stopped the run, what is left, and when it goes on."""
+        resume = "; resumes after 00:00 UTC"
+        message = self._stop_message.removesuffix(resume)
+        # a per-run cap, or a request bigger than a whole day, is not cured by midnight
+        waits = "--max-neurons" not in message and "more than the daily budget" not in message
         total = self.report.rows_total
-        per_run = "--max-neurons" in self._stop_message
-        resumes = (
-            "" if per_run or "00:00 UTC" in self._stop_message else "; resumes after 00:00 UTC"
-        )
-        if total is None:
-            return resumes
-        left = max(0, total - self.report.output_rows - self.report.failures_total)
-        neurons, rows = self._neurons_per_row
-        per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
-        days = ""
-        if rows and per_day > 0 and not per_run:
-            days = f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
-        return f"; {left:,} rows left{days}{resumes}"
+        if total is not None:
+            left = max(0, total - self.report.output_rows - self.report.failures_total)
+            message += f"; {left:,} rows left"
+            neurons, rows = self._neurons_per_row
+            per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
+            if waits and rows and per_day > 0:
+                message += f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
+        return message + (resume if waits else "")
 
     def _output_schema(self, source: Any) -> pa.Schema:
         fields = [pa.field(KEY, pa.string())]
