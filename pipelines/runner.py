@@ -213,7 +213,11 @@ class Runner:
                 [*self.task.input_columns(), *self.task.keep, *self.task.extra_columns().values()]
             )
         )
-        batches = iter(source.iter_batches(columns, batch_rows=self.options.batch_rows))
+        # read about what the workers can have in flight: a 20,000-row batch of one-text
+        # calls costs ~100 MB of call objects and delays the first request
+        in_flight = self.job.limits.concurrency * self.task.batch_size * 8
+        batch_rows = min(self.options.batch_rows, max(2_000, in_flight))
+        batches = iter(source.iter_batches(columns, batch_rows=batch_rows))
         while self._stop is None:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:

@@ -1,0 +1,81 @@
+"""Smoke tests of the performance benchmarks (issue 8): each one's short mode runs, prints
+its ``RESULT`` lines, and its figure meets a loose bound (CI machines are noisy; the goals
+themselves are checked by the full runs recorded in the README)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str, data: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Run one benchmark; its RESULT records by figure name."""
+    env = dict(os.environ)
+    if data is not None:
+        env["PIPELINES_BENCH_DATA"] = str(data)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [
+        json.loads(line.removeprefix("RESULT "))
+        for line in done.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert records, done.stdout
+    for record in records:
+        # the human line goes with every record
+        assert f"{record['bench']} {record['figure']}: {record['shown']}" in done.stdout
+    return {r["figure"]: r for r in records}
+
+
+def test_rate_limit_short() -> None:
+    # an 8 s window: too short for the 3021 check to mean much, enough for the rate
+    results = run_bench("rate_limit.py", "--seconds", "8")
+    assert results["sustained rate / configured rpm"]["value"] >= 0.9
+    assert results["3021 responses provoked"]["value"] == 0
+
+
+def test_packing_short() -> None:
+    results = run_bench("packing.py", "--short")
+    assert results["requests / ceil(texts / 100)"]["value"] <= 1.02
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("litellm") is None,
+    reason="litellm is not installed (pip install -e '.[bench]')",
+)
+def test_client_cpu_short() -> None:
+    results = run_bench("client_cpu.py", "--short")
+    (record,) = results.values()
+    assert "LiteLLM" in record["figure"]
+    assert record["value"] <= 1.0
+
+
+def test_memory_short(tmp_path: Path) -> None:
+    results = run_bench("memory.py", "--short", data=tmp_path)
+    ratio = results["peak RSS, 1,000,000 ÷ 10,000 input rows"]["value"]
+    peak = results["peak RSS with 1,000,000 input rows"]["value"]
+    assert ratio <= 2.0
+    assert peak < 600
+
+
+def test_wall_time_short() -> None:
+    (record,) = run_bench("wall_time.py", "--short").values()
+    assert record["wall_s"] <= 1.1 * record["ideal_s"] + 10.0
