@@ -277,7 +277,8 @@ async def arun_once(
             cache = ResultCache(cache_path) if use_cache else None
             bar = TqdmProgress(job.name) if progress else None
             started = datetime.now(UTC)
-            log.info("run started (%s)", session.provider.name, extra={"job": job.name})
+            name = "emulator" if session.account == "emulator" else session.provider.name
+            log.info("run started (%s)", name, extra={"job": job.name})
             try:
                 report = await arun_job(
                     job,
@@ -294,7 +295,6 @@ async def arun_once(
                 ledger.close()
                 if cache is not None:
                     cache.close()
-            name = "emulator" if session.account == "emulator" else session.provider.name
             write_manifest(
                 job, report, started_at=started, ended_at=datetime.now(UTC), provider=name
             )

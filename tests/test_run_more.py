@@ -3,6 +3,7 @@ resumable), and every example job in jobs/ running against the emulator."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -148,3 +150,28 @@ def test_every_example_job_runs_against_the_emulator(
     assert code == (1 if raw["task"]["kind"] == "transcribe" else 0), out
     assert (tmp_path / "out" / Path(raw["output"]["path"]).name).exists()
     shutil.rmtree(tmp_path / "out")
+
+
+def test_provider_emulator_rehearses_without_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    pl.DataFrame({"id": ["1", "2"], "text": ["a short text", "another one"]}).write_csv(
+        tmp_path / "in.csv"
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        """name: rehearsal
+source: {kind: csv, path: in.csv, key: id}
+task: {kind: embed, model: "@cf/baai/bge-small-en-v1.5", input: text}
+output: {path: out.parquet}
+"""
+    )
+    code, out = run("--provider", "emulator", str(job))
+    assert code == 0, out
+    metadata = pq.read_schema(tmp_path / "out.parquet").metadata or {}
+    assert metadata[b"pipelines.produced_by"] == b"emulator:@cf/baai/bge-small-en-v1.5"
+    # the rehearsal spent nothing from the account's ledger
+    budget = json.loads(CliRunner().invoke(main, ["budget", "--json"]).output)
+    assert budget["committed"] == 0 and budget["by_job_model"] == []
