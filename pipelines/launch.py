@@ -83,7 +83,10 @@ class RunBudget:
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
     if host == "localhost":
         return True
     try:
@@ -125,12 +128,28 @@ class Session:
     produced_by: str | None = None  # overrides the provider's own answer (rehearsals)
 
 
+def _check_base_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises for a port out of range
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() for c in url):
+        raise JobError(
+            f"invalid API base URL {url!r}: give an http(s) URL such as "
+            "https://api.cloudflare.com/client/v4 (--base-url, job base_url or "
+            "CLOUDFLARE_API_BASE_URL)"
+        )
+
+
 def choose_provider(
     job: Job, name: str | None, base_url: str | None
 ) -> tuple[str, ProviderSettings]:
     """Which provider runs the job (``auto`` resolved) and the Cloudflare settings."""
     chosen = name or job.provider
     settings = ProviderSettings.from_env(base_url or job.base_url)
+    _check_base_url(settings.base_url)
     if chosen == "auto":
         chosen = "cloudflare" if settings.account_id and settings.token else "local"
     return chosen, settings
@@ -295,9 +314,12 @@ async def arun_once(
                 ledger.close()
                 if cache is not None:
                     cache.close()
-            write_manifest(
-                job, report, started_at=started, ended_at=datetime.now(UTC), provider=name
-            )
+            try:
+                write_manifest(
+                    job, report, started_at=started, ended_at=datetime.now(UTC), provider=name
+                )
+            except PipelinesError as exc:  # e.g. the disk that stopped the run is still full
+                log.warning("no manifest written: %s", exc.message, extra={"job": job.name})
             log.info(
                 "%s (rows done %d, failed %d, requests %d, neurons %.1f)%s",
                 report.status,

@@ -123,6 +123,7 @@ class Runner:
             else None
         )
         self._stop: Status | None = None
+        self._write_failed = False
         self._stop_message = ""
         self._abort: PipelinesError | None = None
         self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
@@ -150,17 +151,23 @@ class Runner:
         self.store.begin(self.report.run_id, schema)
         writer = asyncio.create_task(self._writer())
         workers = [asyncio.create_task(self._worker()) for _ in range(self.job.limits.concurrency)]
+        produced = False
         try:
             await self._produce(source, done)
+            produced = True
         finally:
             for _ in workers:
                 await self._calls.put(None)
             await asyncio.gather(*workers, return_exceptions=True)
             await self._out.put(None)
             await writer
-            self.report.output_rows, self.report.failures_total = await asyncio.to_thread(
-                self.store.finalize
-            )
+            # a run that failed before writing anything leaves no (empty) output behind, and
+            # one whose journal could not be written keeps the previous output as it is
+            writable = not self._write_failed
+            if writable and (produced or self.store.has_journals() or self.store.path.exists()):
+                self.report.output_rows, self.report.failures_total = await asyncio.to_thread(
+                    self.store.finalize
+                )
             self.report.wall_s = time.monotonic() - started
         return self._finish()
 
@@ -373,23 +380,34 @@ class Runner:
 
     async def _writer(self) -> None:
         finished = False
+        broken = False
         while not finished:
             items = [await self._out.get()]
             while not self._out.empty():
                 items.append(self._out.get_nowait())
+            finished = any(i is None for i in items)
+            if broken:
+                continue  # keep draining so no worker blocks on a full queue
             tables = [i for i in items if isinstance(i, pa.Table)]
             failures = [f for i in items if isinstance(i, list) for f in i]
-            finished = any(i is None for i in items)
-            if tables:
-                merged = pa.concat_tables(tables, promote_options="permissive")
-                await asyncio.to_thread(self.store.write_results, merged)
-                self.report.rows_done += merged.num_rows
-            if failures:
-                await asyncio.to_thread(self.store.write_failures, failures)
-                self.report.rows_failed += len(failures)
-            if self.progress is not None and (tables or failures):
-                rows = sum(t.num_rows for t in tables) + len(failures)
-                self.progress.update(rows, self.report.neurons)
+            try:
+                await self._write(tables, failures)
+            except PipelinesError as exc:  # disk full, folder gone read-only
+                broken = self._write_failed = True
+                self._abort = exc
+                self.stop("aborted", exc.message)
+
+    async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
+        if tables:
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            await asyncio.to_thread(self.store.write_results, merged)
+            self.report.rows_done += merged.num_rows
+        if failures:
+            await asyncio.to_thread(self.store.write_failures, failures)
+            self.report.rows_failed += len(failures)
+        if self.progress is not None and (tables or failures):
+            rows = sum(t.num_rows for t in tables) + len(failures)
+            self.progress.update(rows, self.report.neurons)
 
 
 def _run_id() -> str:

@@ -129,7 +129,9 @@ class _Journal:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
-        self._file.close()
+        # what was fsync'ed is safe; a failed last write is a torn tail that recovery skips
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class OutputStore:
@@ -173,8 +175,15 @@ class OutputStore:
         self._drop_consumed()
         meta = {"fingerprint": self.fingerprint, "schema_version": SCHEMA_VERSION}
         tmp = self.work / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, self.work / "meta.json")
+        try:
+            tmp.write_text(json.dumps(meta), encoding="utf-8")
+            os.replace(tmp, self.work / "meta.json")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write to {self.work} ({exc.strerror or exc}); free some space or "
+                "choose a writable output.path"
+            ) from exc
 
     def _check_fingerprint(self) -> None:
         found: list[tuple[str, str]] = []
@@ -209,6 +218,10 @@ class OutputStore:
             if path.exists():
                 for name in json.loads(file_metadata(path).get("consumed", "[]")):
                     (self.work / name).unlink(missing_ok=True)
+
+    def has_journals(self) -> bool:
+        """Whether any run left results or failures that are not in the output yet."""
+        return bool(self._journals("results") or self._journals("failures"))
 
     def _journals(self, kind: str) -> list[Path]:
         return sorted(self.work.glob(f"{kind}-*.arrow"))
@@ -257,17 +270,35 @@ class OutputStore:
         self.run_id = run_id
         self.schema = schema
 
+    def _journal_error(self, exc: OSError) -> OutputError:
+        # A full disk or a folder gone read-only while running: what is already in the
+        # journals is durable (a torn last record is ignored), so the next run resumes.
+        return OutputError(
+            f"could not write the run's journal in {self.work} ({exc.strerror or exc}); "
+            "free some space (or make the folder writable) and re-run: the previous output "
+            "is intact and the results written so far are kept"
+        )
+
     def write_results(self, table: pa.Table) -> None:
         """Append results durably."""
-        if self._results is None:
-            path = self.work / f"results-{self.run_id}.arrow"
-            self._results = _Journal(path, self.schema)
-        self._results.write(table)
+        try:
+            if self._results is None:
+                path = self.work / f"results-{self.run_id}.arrow"
+                self._results = _Journal(path, self.schema)
+            self._results.write(table)
+        except OSError as exc:
+            raise self._journal_error(exc) from exc
 
     def write_failures(self, failures: list[RowFailure]) -> None:
         """Append failures durably."""
         if not failures:
             return
+        try:
+            self._write_failures(failures)
+        except OSError as exc:
+            raise self._journal_error(exc) from exc
+
+    def _write_failures(self, failures: list[RowFailure]) -> None:
         if self._failures is None:
             self._failures = _Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
         now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
@@ -313,6 +344,10 @@ class OutputStore:
         self.close_journals()
         result_journals = self._journals("results")
         failure_journals = self._journals("failures")
+        if not result_journals and not failure_journals and self.path.exists():
+            # Nothing new (a run with nothing to do, or one stopped by an error before its
+            # first result): the files stay as they are, byte for byte, however large.
+            return pq.ParquetFile(self.path).metadata.num_rows, self.failures().height
         previous = file_metadata(self.path) if self.path.exists() else {}
         failures = self.failures()
         failed_keys = set(failures.get_column(KEY).to_list()) if failures.height else set()
@@ -377,10 +412,17 @@ class OutputStore:
         table = failures.to_arrow().cast(FAILURE_SCHEMA)
         table = table.replace_schema_metadata(self._metadata([p.name for p in journals], previous))
         tmp = self.work / f".{self.path.name}.tmp-failures-{os.getpid()}"
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.failures_path)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.failures_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"could not write {self.failures_path} ({exc.strerror or exc}); the output "
+                "is written, and the failures are kept for the next run"
+            ) from exc
         _fsync_dir(self.failures_path.parent)
         for journal in journals:
             journal.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -46,6 +47,11 @@ _TOKEN_KEYS = frozenset(
     }
 )
 JOB_SUFFIXES = (".yaml", ".yml")
+# A job file holds a few dozen values; YAML aliases can make a small file expand to billions
+# ("billion laughs"), which would take hours to walk and validate.
+MAX_VALUES = 10_000
+# Work files are named after the output: ".<name>.pipelines", ".<name>.tmp-<pid>", ...
+MAX_OUTPUT_NAME = 255 - 32
 
 
 def is_token_key(key: object) -> bool:
@@ -68,6 +74,7 @@ class Problems:
     file: str
     lines: dict[Loc, int] = field(default_factory=dict)
     items: list[tuple[int, str, str]] = field(default_factory=list)
+    values: int = 0  # nodes walked, aliases expanded
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc``, or of its nearest parent the file spells out."""
@@ -135,6 +142,13 @@ def _walk(node: yaml.Node, loc: Loc, problems: Problems, stack: set[int]) -> Non
     """Record each key's line; flag duplicate keys and credentials on the way."""
     if id(node) in stack:  # a recursive alias; the data itself is checked by pydantic
         return
+    problems.values += 1
+    if problems.values > MAX_VALUES:
+        raise JobError(
+            f"{problems.file}:{node.start_mark.line + 1}: the job file holds more than "
+            f"{MAX_VALUES:,} values once its YAML aliases (*name) are expanded; "
+            "a job needs a few dozen: remove the aliases"
+        )
     stack.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -305,17 +319,26 @@ def _check_translate(job: Job, params: dict[str, Any], problems: Problems) -> No
         problems.add(("task", "params", "target_lang"), f"same as source_lang ({src!r})")
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or just made absolute where symbolic links loop (that error is
+    for the source or the output to report, with what to do)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def _check_paths(job: Job, problems: Problems) -> None:
     src = job.resolve(job.source.path)
-    out = job.output_path.resolve()
+    out = _resolved(job.output_path)
     if any(ch in job.source.path for ch in "*?["):
-        matches = {Path(p).resolve() for p in glob.glob(str(src), recursive=True)}
+        matches = {_resolved(Path(p)) for p in glob.glob(str(src), recursive=True)}
         pattern = os.path.normpath(src)
         clash = out in matches or fnmatch.fnmatch(os.path.normpath(job.output_path), pattern)
     elif src.is_dir():
-        clash = src.resolve() in out.parents and out.suffix in (".csv", ".parquet", ".pq")
+        clash = _resolved(src) in out.parents and out.suffix in (".csv", ".parquet", ".pq")
     else:
-        clash = src.resolve() == out
+        clash = _resolved(src) == out
     if clash:
         problems.add(
             ("output", "path"),
@@ -354,6 +377,24 @@ def _check_model(job: Job, problems: Problems) -> ModelInfo | None:
     return model
 
 
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an API base URL, or ``None``."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # out of range: ValueError
+    except ValueError as exc:
+        return f"is not a valid URL ({exc}); e.g. http://127.0.0.1:8787/client/v4"
+    if not parts.hostname or any(ch.isspace() or ch == "\0" for ch in url):
+        return "is not a valid URL (no host name, or spaces in it)"
+    return None
+
+
+def _at(job: Job, loc: tuple[str, str]) -> str:
+    return str(getattr(getattr(job, loc[0]), loc[1]))
+
+
 def _check(job: Job, data: dict[str, Any], problems: Problems) -> Job:
     """The rules that span fields or need the catalog; returns the job, normalised."""
     task, raw_source = job.task, data.get("source") or {}
@@ -379,11 +420,22 @@ def _check(job: Job, data: dict[str, Any], problems: Problems) -> Job:
             problems.add(("output", key), "only transcribe jobs write subtitles")
     if job.budget.reserve >= job.budget.daily_neurons:
         problems.add(("budget", "reserve"), "must be below budget.daily_neurons")
-    if job.base_url is not None and not job.base_url.startswith(("http://", "https://")):
-        problems.add(("base_url",), "must start with http:// or https://")
+    if job.base_url is not None and (why := _url_problem(job.base_url)) is not None:
+        problems.add(("base_url",), why)
     params = _check_params(job, model, problems) if model else dict(task.params)
     _check_translate(job, params, problems)
-    _check_paths(job, problems)
+    nul = [loc for loc in (("source", "path"), ("output", "path")) if "\0" in _at(job, loc)]
+    for loc in nul:
+        problems.add(loc, "contains a NUL character (\\0), which no file name can hold")
+    if not nul:
+        _check_paths(job, problems)
+    name = Path(job.output.path).name.encode("utf-8", "surrogateescape")
+    if len(name) > MAX_OUTPUT_NAME:
+        problems.add(
+            ("output", "path"),
+            f"the file name is {len(name)} bytes long; keep it to {MAX_OUTPUT_NAME} (file "
+            "systems allow 255, and pipelines names its work files after it)",
+        )
     if params == task.params:
         return job
     fixed = job.model_copy(update={"task": task.model_copy(update={"params": params})})

@@ -69,8 +69,19 @@ def resolve_files(job: Job, suffixes: Sequence[str]) -> list[Path]:
             raise SourceError(
                 f"source.path {spec!r} is a folder with no {' / '.join(suffixes)} files in it"
             )
-    elif full.exists():
+    elif full.is_file():
         files = [full]
+    elif full.exists():
+        # a FIFO would block the first read forever, a device may never end
+        raise SourceError(
+            f"source.path {spec!r} is not a regular file ({full}); point it at a file, "
+            "a folder or a glob"
+        )
+    elif full.is_symlink():
+        raise SourceError(
+            f"source.path {spec!r} is a symbolic link that leads nowhere (broken, or a "
+            f"loop: {full}); point it at the real file"
+        )
     else:
         raise SourceError(f"source.path {spec!r}: no such file ({full}; {hint})")
     for f in files:
@@ -131,7 +142,8 @@ class Source(ABC):
         ]
         for column, role in roles:
             if column and column not in have:
-                shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
+                names = [c if c.isprintable() else repr(c) for c in available[:20]]
+                shown = ", ".join(names) + (", ..." if len(available) > 20 else "")
                 raise SourceError(
                     f"{path}: no column {column!r} (named by {role}); "
                     f"the columns are: {shown or '(none)'}"

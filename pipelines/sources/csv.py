@@ -9,10 +9,12 @@ delimiter, quotes (doubled) and newlines; ``.csv.gz`` files are decompressed on 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -57,6 +59,42 @@ class _LossyUtf8(io.RawIOBase):
         super().close()
 
 
+_HANDLER_NAME = "on_invalid"
+_WRONG_FIELDS = re.compile(r"Expected (\d+) columns, got (\d+)")
+
+
+@contextlib.contextmanager
+def _quiet_undecodable_rows(seen: list[bool]) -> Iterator[None]:
+    """Keep pyarrow from printing a traceback for a bad row that is not UTF-8 either.
+
+    pyarrow decodes a bad row's text before it calls the ``invalid_row_handler``; when that
+    fails it prints "Exception ignored ... Traceback" to stderr and raises ``ArrowInvalid``
+    (which is reported properly). While reading, that one message is swallowed (and noted
+    in ``seen``); everything else goes to the hook that was there before.
+    """
+    previous = sys.unraisablehook
+
+    def hook(info: Any) -> None:
+        func = getattr(info.object, "__name__", "")
+        if func == _HANDLER_NAME and isinstance(info.exc_value, UnicodeDecodeError):
+            seen.append(True)
+            return
+        previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+
+
+def _binary(names: list[str]) -> bool:
+    """Whether a header row is binary data rather than column names."""
+    text = "".join(names)
+    return "\ufffd" in text or "\x00" in text
+
+
 def _open_bytes(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
         return cast(IO[bytes], gzip.GzipFile(path, "rb"))
@@ -72,15 +110,26 @@ class CsvSource(Source):
         self._count: int | None = None
         self._headers = {path: self._header(path) for path in files}
         for path, names in self._headers.items():
+            if set(self.needed) - set(names) and _binary(names):
+                raise SourceError(
+                    f"{path}: the first line is not a CSV header (it is not UTF-8 text); "
+                    "check source.path and source.kind, or re-save the file as UTF-8"
+                )
             self.check_columns(path, names)
             twice = sorted({c for c in self.needed if names.count(c) > 1})
             if twice:
                 raise SourceError(f"{path}: the header names column {twice[0]!r} twice")
             # Opening parses (and type-checks) the first block: early, cheap evidence.
+            undecodable: list[bool] = []
             try:
-                self._reader(path, self.needed, [])
+                with _quiet_undecodable_rows(undecodable):
+                    # serially: a failed check must leave no pyarrow thread calling back
+                    # into Python while the process exits
+                    self._reader(path, self.needed, [], threads=False)
             except pa.ArrowInvalid as exc:
-                raise self._arrow_error(path, str(exc)) from None
+                raise self._arrow_error(path, str(exc), bool(undecodable)) from None
+            except (OSError, EOFError) as exc:
+                raise self._unreadable(path, exc) from None
 
     def _header(self, path: Path) -> list[str]:
         # Decoding leniently here: bad bytes in the data are reported by the reader, with
@@ -89,7 +138,7 @@ class CsvSource(Source):
             with _open_bytes(path) as raw:
                 text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
                 row = next(csv.reader(text, delimiter=self.job.source.delimiter), None)
-        except (OSError, csv.Error) as exc:
+        except (OSError, EOFError, csv.Error) as exc:
             raise SourceError(f"{path}: cannot read as CSV: {exc}") from None
         if not row:
             raise SourceError(f"{path}: the file is empty; a CSV source needs a header row")
@@ -161,27 +210,44 @@ class CsvSource(Source):
 
     def _read(self, path: Path, columns: list[str], rows: int) -> Iterator[pl.DataFrame]:
         bad: list[Any] = []
+        undecodable: list[bool] = []
         try:
-            reader = self._reader(path, columns, bad)
-            for batch in reader:
+            with _quiet_undecodable_rows(undecodable):
+                reader = self._reader(path, columns, bad)
+                for batch in reader:
+                    if bad:
+                        raise self._ragged(path, bad[0])
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    for start in range(0, frame.height, rows):
+                        yield frame.slice(start, rows)
                 if bad:
                     raise self._ragged(path, bad[0])
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
-                for start in range(0, frame.height, rows):
-                    yield frame.slice(start, rows)
-            if bad:
-                raise self._ragged(path, bad[0])
         except pa.ArrowInvalid as exc:
-            raise self._arrow_error(path, str(exc)) from None
-        except OSError as exc:
-            raise SourceError(f"{path}: cannot read: {exc}") from None
+            raise self._arrow_error(path, str(exc), bool(undecodable)) from None
+        except (OSError, EOFError) as exc:
+            raise self._unreadable(path, exc) from None
 
-    def _arrow_error(self, path: Path, message: str) -> SourceError:
+    def _unreadable(self, path: Path, exc: BaseException) -> SourceError:
+        text = str(exc)
+        if isinstance(exc, EOFError) or "compressed" in text.lower():
+            text += "; the file is damaged or incomplete (a truncated .gz?): re-create it"
+        return SourceError(f"{path}: cannot read: {text}")
+
+    def _arrow_error(self, path: Path, message: str, undecodable: bool = False) -> SourceError:
         if "invalid UTF8" in message:
             match = re.search(r"column #(\d+)", message)
             names = self._headers[path]
             idx = int(match.group(1)) if match else -1
             what = f"column {names[idx]!r}" if 0 <= idx < len(names) else "the text"
             return SourceError(self._not_utf8(path, what))
+        fields = _WRONG_FIELDS.search(message)
+        if fields:
+            # pyarrow could not hand the row over (its bytes are not UTF-8): no number
+            where = "a record that is not valid UTF-8" if undecodable else "a record"
+            return SourceError(
+                f"{path}: {where} has {fields.group(2)} fields but the header has "
+                f"{fields.group(1)}; fix that row (quote fields that contain the delimiter)"
+                + (", or re-save the file as UTF-8" if undecodable else "")
+            )
         return SourceError(f"{path}: cannot parse as CSV: {message}")
