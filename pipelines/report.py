@@ -40,3 +40,20 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
+
+
+def budget_stop_message(
+    stop_message: str, report: RunReport, neurons_per_row: list[float], per_day: float
+) -> str:
+    """Why the budget stopped a run, how many rows are left, and when it goes on."""
+    resume = "; resumes after 00:00 UTC"
+    message = stop_message.removesuffix(resume)
+    # a per-run cap, or a request bigger than a whole day, is not cured by midnight
+    waits = "--max-neurons" not in message and "more than the daily budget" not in message
+    if report.rows_total is not None:
+        left = max(0, report.rows_total - report.output_rows - report.failures_total)
+        message += f"; {left:,} rows left"
+        neurons, rows = neurons_per_row
+        if waits and rows and per_day > 0:
+            message += f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
+    return message + (resume if waits else "")

@@ -41,7 +41,7 @@ from pipelines.metering import Usage
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy, with_retries
 from pipelines.ratelimit import RateLimiter
-from pipelines.report import RunReport, Status
+from pipelines.report import RunReport, Status, budget_stop_message
 from pipelines.sources import open_source
 from pipelines.store import OutputStore, fingerprint
 from pipelines.tasks import KEY, Call, RowFailure, Task, make_task
@@ -144,7 +144,8 @@ class Runner:
         self.report.rows_total = source.count()
         self.store.open(fresh=self.options.fresh)
         done = self.store.done_keys(retry_failed=self.options.retry_failed)
-        schema = self._output_schema(source)
+        sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
+        schema = self.task.output_schema(sample)
         if self.progress is not None:
             total = self.report.rows_total
             self.progress.start(None if total is None else max(0, total - done.height))
@@ -185,32 +186,8 @@ class Runner:
         return r
 
     def _budget_message(self) -> str:
-        """Why the budget stopped the run, what is left, and when it goes on."""
-        resume = "; resumes after 00:00 UTC"
-        message = self._stop_message.removesuffix(resume)
-        # a per-run cap, or a request bigger than a whole day, is not cured by midnight
-        waits = "--max-neurons" not in message and "more than the daily budget" not in message
-        total = self.report.rows_total
-        if total is not None:
-            left = max(0, total - self.report.output_rows - self.report.failures_total)
-            message += f"; {left:,} rows left"
-            neurons, rows = self._neurons_per_row
-            per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
-            if waits and rows and per_day > 0:
-                message += f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
-        return message + (resume if waits else "")
-
-    def _output_schema(self, source: Any) -> pa.Schema:
-        fields = [pa.field(KEY, pa.string())]
-        sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
-        for name in self.task.keep:
-            dtype: pa.DataType = pa.string()
-            if sample is not None:
-                dtype = sample.select(name).to_arrow().schema.field(name).type
-                if dtype in (pa.large_string(), pa.string_view()):
-                    dtype = pa.string()
-            fields.append(pa.field(name, dtype))
-        return pa.schema([*fields, *self.task.result_fields])
+        per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
+        return budget_stop_message(self._stop_message, self.report, self._neurons_per_row, per_day)
 
     # -- producer ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import OutputError
 from pipelines.job.spec import Job
+from pipelines.journal import Journal, fsync_dir, read_journal
 from pipelines.tasks import KEY, RowFailure
 
 SCHEMA_VERSION = "1"
@@ -69,35 +70,6 @@ def failures_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.failures.parquet")
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_journal(path: Path) -> Iterator[pa.RecordBatch]:
-    """Complete record batches of a journal; a torn tail (crash mid-write) ends the read."""
-    try:
-        source = pa.memory_map(str(path))
-    except (OSError, pa.ArrowInvalid):
-        return
-    with source:
-        try:
-            reader = pa.ipc.open_stream(source)
-        except (pa.ArrowInvalid, OSError):
-            return
-        while True:
-            try:
-                yield reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, OSError):
-                return
-
-
 def file_metadata(path: Path) -> dict[str, str]:
     """Our key-value metadata of a Parquet file (without the prefix)."""
     raw = pq.read_schema(path).metadata or {}
@@ -109,31 +81,6 @@ def file_metadata(path: Path) -> dict[str, str]:
     return out
 
 
-class _Journal:
-    """An append-only Arrow IPC stream, fsync'ed after every write."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self.schema = schema
-        self._file = open(path, "wb")  # lives as long as the run
-        self._writer = pa.ipc.new_stream(self._file, schema)
-        self.rows = 0
-
-    def write(self, table: pa.Table) -> None:
-        for batch in table.cast(self.schema).to_batches():
-            self._writer.write_batch(batch)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.rows += table.num_rows
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._writer.close()
-        # what was fsync'ed is safe; a failed last write is a torn tail that recovery skips
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
 class OutputStore:
     """The output of one job: final Parquet file, failures file and the work folder."""
 
@@ -143,8 +90,8 @@ class OutputStore:
         self.work = path.parent / f".{path.name}.pipelines"
         self.fingerprint = fingerprint
         self.meta = meta
-        self._results: _Journal | None = None
-        self._failures: _Journal | None = None
+        self._results: Journal | None = None
+        self._failures: Journal | None = None
         self.run_id = ""
 
     # -- opening -------------------------------------------------------------------------
@@ -284,7 +231,7 @@ class OutputStore:
         try:
             if self._results is None:
                 path = self.work / f"results-{self.run_id}.arrow"
-                self._results = _Journal(path, self.schema)
+                self._results = Journal(path, self.schema)
             self._results.write(table)
         except OSError as exc:
             raise self._journal_error(exc) from exc
@@ -300,7 +247,7 @@ class OutputStore:
 
     def _write_failures(self, failures: list[RowFailure]) -> None:
         if self._failures is None:
-            self._failures = _Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
+            self._failures = Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
         now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
         table = pa.table(
             {
@@ -380,7 +327,7 @@ class OutputStore:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             tmp.unlink(missing_ok=True)
             raise OutputError(
@@ -423,7 +370,7 @@ class OutputStore:
                 f"could not write {self.failures_path} ({exc.strerror or exc}); the output "
                 "is written, and the failures are kept for the next run"
             ) from exc
-        _fsync_dir(self.failures_path.parent)
+        fsync_dir(self.failures_path.parent)
         for journal in journals:
             journal.unlink(missing_ok=True)
 

@@ -79,6 +79,18 @@ class Task(ABC):
     def result_fields(self) -> list[pa.Field]:
         """Arrow fields the task adds to each output row."""
 
+    def output_schema(self, sample: pl.DataFrame | None) -> pa.Schema:
+        """Key, kept columns (typed as in ``sample``, the source's first row) and results."""
+        fields = [pa.field(KEY, pa.string())]
+        for name in self.keep:
+            dtype: pa.DataType = pa.string()
+            if sample is not None:
+                dtype = sample.select(name).to_arrow().schema.field(name).type
+                if dtype in (pa.large_string(), pa.string_view()):
+                    dtype = pa.string()
+            fields.append(pa.field(name, dtype))
+        return pa.schema([*fields, *self.result_fields])
+
     @abstractmethod
     def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
         """The model input for these texts."""
