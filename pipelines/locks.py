@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from pipelines.errors import JobError, OutputError
+from pipelines.processes import pid_alive
 
 if TYPE_CHECKING:
     from pipelines.job.spec import Job
@@ -63,21 +64,7 @@ class LockHolder:
         """False only when it is certainly gone: a dead pid on this host."""
         if self.host != socket.gethostname():
             return True
-        return _pid_alive(self.pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists but belongs to someone else
-        return True
-    return True
+        return pid_alive(self.pid)
 
 
 def _parse_holder(text: str) -> LockHolder | None:

@@ -11,7 +11,6 @@ import math
 import os
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from pipelines.budget import clock
 from pipelines.budget.config import default_ledger_path
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
 from pipelines.errors import BudgetExhausted
+from pipelines.processes import pid_alive
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
 
@@ -60,21 +60,6 @@ COMMIT;
 
 # Usage the account's analytics reported beyond ours shows up under this job name.
 EXTERNAL_JOB = "(outside pipelines)"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        # os.kill on Windows terminates the process whatever the signal: rely on age only.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists but belongs to someone else
-        return True
-    return True
 
 
 class Ledger:
@@ -148,7 +133,7 @@ class Ledger:
                 "SELECT DISTINCT pid FROM reservations WHERE host = ?", (self._host,)
             )
         ]
-        dead = [pid for pid in pids if not _pid_alive(pid)]
+        dead = [pid for pid in pids if not pid_alive(pid)]
         removed = 0
         for pid in dead:
             cur = c.execute(
