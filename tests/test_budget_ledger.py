@@ -273,7 +273,7 @@ def test_reset_helpers() -> None:
 
 # -- several processes on one ledger ------------------------------------------------------
 
-CAP = 300.0
+CAP = 2_000.0  # long enough a race that every process takes part, even on a loaded machine
 
 
 def _hammer(path: str, seed: int, start: Any, out: Any) -> None:
