@@ -106,6 +106,16 @@ def _load() -> dict[str, ModelInfo]:
     return models
 
 
+def schema_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Top-level properties of a published JSON schema, across ``oneOf``/``anyOf`` branches."""
+    props: dict[str, dict[str, Any]] = {}
+    for branch in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
+        if isinstance(branch, dict):
+            for name, spec in (branch.get("properties") or {}).items():
+                props.setdefault(name, spec if isinstance(spec, dict) else {})
+    return props
+
+
 def list_models() -> list[ModelInfo]:
     """Every supported model, in catalog order."""
     return list(_load().values())

@@ -10,7 +10,6 @@ word and cue by its chunk's start and keeps timestamps monotonic across chunk bo
 from __future__ import annotations
 
 import io
-import re
 import wave
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipelines.subtitles import Cue, srt, webvtt
+from pipelines.subtitles import parse_vtt as parse_vtt
 
 SAMPLE_RATE = 16_000
 _BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -125,13 +127,6 @@ class Word:
     end: float
 
 
-@dataclass(frozen=True)
-class Cue:
-    start: float
-    end: float
-    text: str
-
-
 @dataclass
 class Transcript:
     """One recording's transcript, whatever number of requests it took."""
@@ -143,51 +138,10 @@ class Transcript:
     cues: list[Cue]
 
     def vtt(self) -> str:
-        lines = ["WEBVTT", ""]
-        for cue in self.cues:
-            lines += [f"{_stamp(cue.start, '.')} --> {_stamp(cue.end, '.')}", cue.text, ""]
-        return "\n".join(lines)
+        return webvtt(self.cues)
 
     def srt(self) -> str:
-        lines: list[str] = []
-        for i, cue in enumerate(self.cues, 1):
-            lines += [str(i), f"{_stamp(cue.start, ',')} --> {_stamp(cue.end, ',')}", cue.text, ""]
-        return "\n".join(lines)
-
-
-def _stamp(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
-_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
-_CUE_LINE = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
-
-
-def _seconds(h: str | None, m: str, s: str, frac: str) -> float:
-    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
-
-
-def parse_vtt(text: str) -> list[Cue]:
-    """The cues of a WebVTT (or SRT) document; anything else in it is ignored."""
-    cues: list[Cue] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        match = _CUE_LINE.match(lines[i])
-        i += 1
-        if not match:
-            continue
-        g = match.groups()
-        body: list[str] = []
-        while i < len(lines) and lines[i].strip():
-            body.append(lines[i].strip())
-            i += 1
-        cues.append(Cue(_seconds(*g[:4]), _seconds(*g[4:]), " ".join(body)))
-    return cues
+        return srt(self.cues)
 
 
 def _number(value: Any) -> float | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog import ModelInfo, schema_properties
 from pipelines.emulator import speech
 from pipelines.emulator.envelope import bad_input
 from pipelines.emulator.inputs import ModelInput
@@ -90,17 +90,9 @@ def _embed_result(
     pooling = _pooling_for(model, pooling)
     vectors = embed(texts, dim, salt_for(model.id, pooling, seed))
     out: dict[str, Any] = {"shape": [len(texts), dim], key: vectors}
-    if "pooling" in _output_properties(model):
+    if "pooling" in schema_properties(model.output_schema):
         out["pooling"] = pooling
     return out
-
-
-def _output_properties(model: ModelInfo) -> set[str]:
-    schema = model.output_schema
-    props = set(schema.get("properties", {}))
-    for branch in schema.get("oneOf", []):
-        props |= set(branch.get("properties", {}))
-    return props
 
 
 def _bge_m3_contexts(model: ModelInfo, p: dict[str, Any], seed: int) -> Outcome:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipelines.catalog import ModelInfo
 from pipelines.emulator.inputs import ModelInput
+from pipelines.subtitles import Cue, webvtt
 
 _VOCAB = (
     "the a and to of in is it that we you for on with this was are be have at they "
@@ -49,26 +50,16 @@ def pseudo_words(audio: bytes, duration: float, seed: int) -> list[Word]:
     return out
 
 
-def _timestamp(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def _chunks(items: list[Word], size: int) -> list[list[Word]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def vtt(words: list[Word]) -> str:
     """A WebVTT document with one cue per few words."""
-    cues = ["WEBVTT", ""]
-    for cue in _chunks(words, _CUE_WORDS):
-        cues.append(f"{_timestamp(cue[0]['start'])} --> {_timestamp(cue[-1]['end'])}")
-        cues.append(" ".join(w["word"] for w in cue))
-        cues.append("")
-    return "\n".join(cues)
+    return webvtt(
+        Cue(group[0]["start"], group[-1]["end"], " ".join(w["word"] for w in group))
+        for group in _chunks(words, _CUE_WORDS)
+    )
 
 
 def _sentence(words: list[Word]) -> str:

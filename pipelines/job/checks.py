@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipelines.catalog import ModelInfo, get_model, has_model
+from pipelines.catalog import ModelInfo, get_model, has_model, schema_properties
 from pipelines.job.languages import describe_languages, normalize_language
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
@@ -70,16 +70,6 @@ _TEXT_KINDS = ("embed", "classify", "translate")
 _CHUNK_PARAMS = ("chunk_max_mb", "chunk_max_seconds")
 
 
-def input_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Top-level request properties of a published input schema, across ``oneOf`` branches."""
-    props: dict[str, dict[str, Any]] = {}
-    for branch in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
-        if isinstance(branch, dict):
-            for name, spec in (branch.get("properties") or {}).items():
-                props.setdefault(name, spec if isinstance(spec, dict) else {})
-    return props
-
-
 def _check_value(spec: dict[str, Any], value: Any) -> str | None:
     if "enum" in spec and value not in spec["enum"]:
         return f"must be one of {', '.join(map(repr, spec['enum']))} (got {value!r})"
@@ -93,7 +83,7 @@ def _check_value(spec: dict[str, Any], value: Any) -> str | None:
 
 def _check_params(job: Job, model: ModelInfo, problems: Problems) -> dict[str, Any]:
     """Check params against the model's schema; returns them with languages normalised."""
-    props = input_properties(model.input_schema)
+    props = schema_properties(model.input_schema)
     allowed = sorted(k for k in props if k not in _RUNNER_FILLED)
     params = dict(job.task.params)
     for key, value in job.task.params.items():

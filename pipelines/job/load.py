@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.errors import JobError
 from pipelines.job.checks import TOKEN_MESSAGE, check_job, is_token_key
-from pipelines.job.checks import input_properties as input_properties
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.problems import format_loc as format_loc
 from pipelines.job.spec import Job

