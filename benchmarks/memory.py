@@ -68,7 +68,7 @@ def main() -> None:
 
     files = {n: input_file(n) for n in (small, large)}
     floor = measured_run(
-        [sys.executable, "-c", "import polars, pyarrow.parquet, httpx, pipelines.runner"],
+        [sys.executable, "-c", "import polars, pyarrow.parquet, httpx, pipelines.run.runner"],
         dict(os.environ),
     )
     runs = {}

@@ -1,7 +1,7 @@
 """``plan``'s neuron estimate ÷ the emulator's billing, for each sample job (goal ±3 %).
 
 Each job in ``jobs/`` (text jobs; audio too once it lands) is copied to a temporary folder
-with its output redirected there, planned with :func:`pipelines.plan.plan_job`, then run
+with its output redirected there, planned with :func:`pipelines.run.plan.plan_job`, then run
 through the CLI against a fresh in-process emulator; the ratio of the plan's neurons to the
 neurons the emulator billed is printed per job.
 
@@ -22,7 +22,7 @@ import yaml
 
 from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.job.load import load_job
-from pipelines.plan import plan_job
+from pipelines.run.plan import plan_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ catalog and the error tree.
 from __future__ import annotations
 
 from pipelines.budget import Ledger
-from pipelines.catalog import ModelInfo, TaskKind, get_model, list_models
-from pipelines.emulator import EmulatorConfig, running_emulator
-from pipelines.errors import (
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import ModelInfo, TaskKind, get_model, list_models
+from pipelines.core.errors import (
     AuthenticationFailed,
     BudgetExhausted,
     CapacityExceeded,
@@ -29,16 +29,15 @@ from pipelines.errors import (
     TransportError,
     UnknownModel,
 )
+from pipelines.core.version import __version__
+from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.job import Job
 from pipelines.job.load import load_job, load_jobs
-from pipelines.launch import arun, run_job
-from pipelines.metering import Usage, neurons
-from pipelines.plan import Plan, plan_job
+from pipelines.ops.jobset import arun, run_job
 from pipelines.providers import CloudflareProvider, Provider, ProviderSettings
-from pipelines.report import RunReport
-from pipelines.runner import RunOptions, arun_job
-
-__version__ = "0.1.0"
+from pipelines.run.plan import Plan, plan_job
+from pipelines.run.report import RunReport
+from pipelines.run.runner import RunOptions, arun_job
 
 __all__ = [
     "AuthenticationFailed",

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from pipelines.errors import JobError, SourceError
+from pipelines.core.errors import JobError, SourceError
 from pipelines.job.load import load_job
 from pipelines.sources import audio as audio_source
 from pipelines.sources import open_source

@@ -14,7 +14,7 @@ from pipelines.budget import Ledger, chart
 from pipelines.budget.clock import reset_of, shift_day
 from pipelines.cli import budget as budget_cli
 from pipelines.cli import main
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 
 TODAY = datetime.now(UTC).date().isoformat()
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.budget import EffectiveBudget, effective_budget, resolve_account
 from pipelines.budget.config import config_path, load_global_budget
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 from pipelines.job.spec import BudgetSpec
 
 

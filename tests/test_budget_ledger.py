@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.budget import Ledger, default_ledger_path, next_reset, seconds_until_reset
 from pipelines.budget.ledger import EXTERNAL_JOB
-from pipelines.errors import BudgetExhausted
+from pipelines.core.errors import BudgetExhausted
 
 DAY = "2026-11-28"
 

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cache import ResultCache, decode_rows, encode_row, item_key, scope_of
 from pipelines.cli import main
 from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
+from pipelines.run.cache import ResultCache, decode_rows, encode_row, item_key, scope_of
 
 BGE = "@cf/baai/bge-small-en-v1.5"
 
@@ -114,7 +114,7 @@ def test_plan_shows_cache_hits_and_the_neurons_they_save(
     tmp_path: Path, emu: RunningEmulator
 ) -> None:
     from pipelines.job.load import load_job
-    from pipelines.plan import plan_job
+    from pipelines.run.plan import plan_job
 
     runner = CliRunner()
     assert (

@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pipelines.catalog import get_model, list_models
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import get_model, list_models
+from pipelines.catalog.tokens import count_tokens, estimate_tokens, truncate_to_tokens
 from pipelines.cli import main
-from pipelines.errors import UnknownModel
-from pipelines.metering import Usage, neurons
-from pipelines.tokens import count_tokens, estimate_tokens, truncate_to_tokens
+from pipelines.core.errors import UnknownModel
 
 REQUIRED = {
     "@cf/baai/bge-small-en-v1.5",

@@ -1,4 +1,4 @@
-"""``pipelines.audio``: durations and formats from headers, clear errors for undecodable data."""
+"""``pipelines.media.audio``: durations and formats from headers, clear errors for bad data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.audio import AudioInfo, probe_bytes, probe_duration, probe_file
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
+from pipelines.media.audio import AudioInfo, probe_bytes, probe_duration, probe_file
 
 
 def _tone(seconds: float, rate: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.catalog import ModelInfo, get_model, list_models
+from pipelines.catalog.models import ModelInfo, get_model, list_models
 from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
 
 AUTH = {"Authorization": "Bearer test-token"}

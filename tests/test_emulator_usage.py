@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.catalog import get_model
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import get_model
+from pipelines.catalog.tokens import model_tokens
 from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
-from pipelines.metering import Usage, neurons
-from pipelines.tokens import model_tokens
 
 AUTH = {"Authorization": "Bearer test-token"}
 SMALL = "@cf/baai/bge-small-en-v1.5"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.catalog import schema_properties
-from pipelines.errors import JobError
-from pipelines.job.languages import LANGUAGE_CODES, normalize_language
+from pipelines.catalog.languages import LANGUAGE_CODES, normalize_language
+from pipelines.catalog.models import schema_properties
+from pipelines.core.errors import JobError
 from pipelines.job.load import load_job, load_jobs
 from pipelines.job.spec import Job
 
@@ -142,7 +142,7 @@ def test_params_are_checked_against_the_model_schema(tmp_path: Path) -> None:
 
 
 def test_option_branches_are_merged() -> None:
-    from pipelines.catalog import get_model
+    from pipelines.catalog.models import get_model
 
     props = schema_properties(get_model("@cf/baai/bge-m3").input_schema)
     assert {"text", "contexts", "query", "truncate_inputs", "requests"} <= set(props)

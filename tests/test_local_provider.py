@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipelines.catalog import ModelInfo, get_model, list_models
+from pipelines.catalog.models import ModelInfo, get_model, list_models
 from pipelines.cli import main
-from pipelines.errors import InvalidInput, JobError
+from pipelines.core.errors import InvalidInput, JobError
 from pipelines.providers import local_models
 from pipelines.providers.local import LocalProvider, supports
 from pipelines.providers.local_models import Lazy, missing_modules

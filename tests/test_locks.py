@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import JobError
-from pipelines.locks import JobLock, JobRunning, current_holder, lock_path_for, read_holder
-from pipelines.store import OutputStore
+from pipelines.core.errors import JobError
+from pipelines.ops.locks import JobLock, JobRunning, current_holder, lock_path_for, read_holder
+from pipelines.output.store import OutputStore
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from pipelines.store import OutputStore
-from pipelines.locks import JobLock
+from pipelines.output.store import OutputStore
+from pipelines.ops.locks import JobLock
 lock = JobLock(Path(sys.argv[1]), "embed-corpus").acquire()
 print("locked", flush=True)
 time.sleep(120)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.logs import configure_logging, redact, redact_value
+from pipelines.ops.logs import configure_logging, redact, redact_value
 
 TOKEN = "cf-token-9f8e7d6c5b4a3210"
 
@@ -28,7 +28,7 @@ def _log(fmt: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
     out = io.StringIO()
     configure_logging(fmt, "INFO", stream=out)  # type: ignore[arg-type]
-    log = logging.getLogger("pipelines.runner")
+    log = logging.getLogger("pipelines.run.runner")
     log.info(
         "sent with Bearer %s",
         TOKEN,
@@ -62,7 +62,7 @@ def test_json_lines_carry_fields_and_are_redacted(monkeypatch: pytest.MonkeyPatc
     first = lines[0]
     assert first["msg"] == "sent with Bearer ***"
     assert first["level"] == "info"
-    assert first["logger"] == "pipelines.runner"
+    assert first["logger"] == "pipelines.run.runner"
     assert first["job"] == "embed-corpus" and first["run_id"] == "r1"
     assert first["headers"] == {"Authorization": "***"}
     assert first["ts"].endswith("Z")

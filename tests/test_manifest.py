@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.errors import OutputError
+from pipelines.core.errors import OutputError
 from pipelines.job.load import load_job
 from pipelines.job.spec import Job
-from pipelines.manifest import (
+from pipelines.ops.manifest import (
     HISTORY_RUNS,
     manifest_path_for,
     neurons_per_row,
     read_manifest,
     write_manifest,
 )
-from pipelines.report import RunReport
+from pipelines.run.report import RunReport
 
 TOKEN = "cf-token-0123456789abcdef"
 START = datetime(2026, 11, 28, 0, 5, tzinfo=UTC)

@@ -21,7 +21,7 @@ from pipelines.cli import main
 from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 from pipelines.job.load import load_jobs
-from pipelines.jobset import arun_jobs, overall_exit_code
+from pipelines.ops.jobset import arun_jobs, overall_exit_code
 
 TOKEN = "tok-3f9a-very-secret"
 BASE = "@cf/baai/bge-base-en-v1.5"  # 6,058 neurons / M tokens

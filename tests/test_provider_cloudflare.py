@@ -13,8 +13,8 @@ import httpx
 import jsonschema
 import pytest
 
-from pipelines.catalog import get_model
-from pipelines.errors import (
+from pipelines.catalog.models import get_model
+from pipelines.core.errors import (
     AuthenticationFailed,
     DailyNeuronsExhausted,
     InvalidInput,

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.catalog import ModelInfo, get_model
-from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
-from pipelines.errors import (
+from pipelines.catalog.models import ModelInfo, get_model
+from pipelines.core.errors import (
     AuthenticationFailed,
     DailyNeuronsExhausted,
     InvalidInput,
     RateLimited,
     UnknownModel,
 )
+from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from pipelines.providers import CloudflareProvider, ProviderSettings, RetryPolicy, with_retries
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pipelines.catalog import get_model, list_models
-from pipelines.errors import (
+from pipelines.catalog.models import get_model, list_models
+from pipelines.core.errors import (
     AuthenticationFailed,
     CapacityExceeded,
     DailyNeuronsExhausted,

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from pipelines.ratelimit import MARGIN, RateLimiter
+from pipelines.run.ratelimit import MARGIN, RateLimiter
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import (
+from pipelines.core.errors import (
     AuthenticationFailed,
     CapacityExceeded,
     DailyNeuronsExhausted,

@@ -11,14 +11,14 @@ import polars as pl
 import pytest
 
 from pipelines.budget import Ledger
-from pipelines.catalog import ModelInfo
-from pipelines.errors import AuthenticationFailed, InvalidInput, RateLimited, ServerError
+from pipelines.catalog.models import ModelInfo
+from pipelines.catalog.tokens import count_tokens
+from pipelines.core.errors import AuthenticationFailed, InvalidInput, RateLimited, ServerError
 from pipelines.job.load import load_job
-from pipelines.launch import RunBudget
+from pipelines.ops.launch import RunBudget
 from pipelines.providers.base import Provider
-from pipelines.report import RunReport
-from pipelines.runner import arun_job
-from pipelines.tokens import count_tokens
+from pipelines.run.report import RunReport
+from pipelines.run.runner import arun_job
 
 
 class Scripted(Provider):

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.errors import JobError
-from pipelines.schedule import ScheduleSpec, cron_lines, parse_at, read_crontab
+from pipelines.core.errors import JobError
+from pipelines.ops.schedule import ScheduleSpec, cron_lines, parse_at, read_crontab
 
 USER_LINES = "MAILTO=me@example.com\n0 5 * * * /usr/local/bin/backup --all  # mine\n"
 TOKEN = "cf-token-never-in-a-schedule"

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 from pipelines.job.load import load_job
 from pipelines.job.spec import Job
-from pipelines.sources import KEY_COLUMN, Source, needed_columns, open_source
+from pipelines.sources import KEY, Source, needed_columns, open_source
 from pipelines.sources.parquet import ParquetSource
 
 
@@ -69,9 +69,9 @@ def test_parquet_streams_in_bounded_batches_with_projection(tmp_path: Path) -> N
     assert source.columns() == ["id", "text", "unused"]
     sizes, total = [], 0
     for batch in source.iter_batches(["text"], batch_rows=20_000):
-        assert batch.columns == ["text", KEY_COLUMN]
+        assert batch.columns == ["text", KEY]
         assert batch.height <= 20_000
-        assert batch.schema[KEY_COLUMN] == pl.Utf8
+        assert batch.schema[KEY] == pl.Utf8
         sizes.append(batch.height)
         total += batch.height
     assert total == n
@@ -89,7 +89,7 @@ def test_csv_quotes_bom_nulls_and_text_types(tmp_path: Path) -> None:
     assert df["id"].to_list() == ["1", "2", "3"]
     assert df["text"].to_list() == ['a, "quoted"\nline', None, "plain"]
     assert df["n"].to_list() == ["7", "8", None]
-    assert df[KEY_COLUMN].to_list() == ["1", "2", "3"]
+    assert df[KEY].to_list() == ["1", "2", "3"]
     assert all(df.schema[c] == pl.Utf8 for c in df.columns)
 
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.job.load import load_job
-from pipelines.sources import KEY_COLUMN, open_source
+from pipelines.sources import KEY, open_source
 from pipelines.sources.keys import SeenKeys, canonical_text, derived_keys
 
 JOB = """\
@@ -51,7 +51,7 @@ def _dataset(tmp_path: Path) -> Path:
 
 def _keys(job: Path) -> list[str]:
     source = open_source(load_job(job))
-    return [k for b in source.iter_batches(["text"], 1000) for k in b[KEY_COLUMN].to_list()]
+    return [k for b in source.iter_batches(["text"], 1000) for k in b[KEY].to_list()]
 
 
 def test_derived_keys_are_stable_across_reads_and_processes(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from pipelines.budget import Ledger
 from pipelines.cli import main
 from pipelines.job.load import load_job
 from pipelines.job.spec import Job
-from pipelines.locks import JobLock
-from pipelines.manifest import write_manifest
-from pipelines.report import RunReport
-from pipelines.status import collect_status, render_table
-from pipelines.store import failures_path_for
+from pipelines.ops.locks import JobLock
+from pipelines.ops.manifest import write_manifest
+from pipelines.ops.status import collect_status, render_table
+from pipelines.output.store import failures_path_for
+from pipelines.run.report import RunReport
 
 NOW = datetime(2026, 11, 28, 0, 5, tzinfo=UTC)
 

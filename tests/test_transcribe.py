@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.catalog import get_model
-from pipelines.chunking import (
+from pipelines.catalog.models import get_model
+from pipelines.core.errors import InvalidInput
+from pipelines.media.chunking import (
     SAMPLE_RATE,
     Cue,
     Word,
@@ -20,8 +21,7 @@ from pipelines.chunking import (
     parse_vtt,
     stitch,
 )
-from pipelines.errors import InvalidInput
-from pipelines.transcribe import MIB, chunk_limits
+from pipelines.tasks.transcribe import MIB, chunk_limits
 
 
 def bursts(seconds: float, rate: int, *, every: float = 4.0, gap: float = 0.6) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_parse_vtt_accepts_hours_or_not_and_srt_commas() -> None:
 def test_requests_for_counts_chunks(tmp_path: Path) -> None:
     from pipelines.job.load import load_job
     from pipelines.sources import open_source
-    from pipelines.tasks import make_task
+    from pipelines.tasks.registry import make_task
 
     (tmp_path / "audio").mkdir()
     sf.write(tmp_path / "audio/long.wav", bursts(70.0, 16_000), 16_000)

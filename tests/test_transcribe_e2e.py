@@ -22,9 +22,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from pipelines.chunking import parse_vtt
 from pipelines.cli import main
 from pipelines.emulator import EmulatorConfig, running_emulator
+from pipelines.media.chunking import parse_vtt
 
 WHISPER = "@cf/openai/whisper"
 TINY = "@cf/openai/whisper-tiny-en"

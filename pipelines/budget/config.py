@@ -16,7 +16,7 @@ import platformdirs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 from pipelines.job.spec import BudgetSpec
 
 LEDGER_FILE = "ledger.sqlite3"

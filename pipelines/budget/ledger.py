@@ -22,8 +22,8 @@ from typing import Any
 from pipelines.budget import clock
 from pipelines.budget.config import default_ledger_path
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
-from pipelines.errors import BudgetExhausted
-from pipelines.processes import pid_alive
+from pipelines.core.errors import BudgetExhausted
+from pipelines.core.processes import pid_alive
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
 

@@ -1,7 +1,7 @@
 """The ``pipelines`` command line: a thin shell over the library.
 
 Each command module owns one group of commands; this module only assembles them and turns
-:class:`~pipelines.errors.PipelinesError` into a one-line message and an exit code.
+:class:`~pipelines.core.errors.PipelinesError` into a one-line message and an exit code.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from pipelines import __version__
-from pipelines.errors import PipelinesError
+from pipelines.core.errors import PipelinesError
+from pipelines.core.version import __version__
 
 
 class _Group(click.Group):

@@ -14,7 +14,7 @@ from pipelines.budget import chart
 from pipelines.budget.config import effective_budget, resolve_account
 from pipelines.budget.ledger import Ledger
 from pipelines.budget.records import DayUsage, format_neurons
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 from pipelines.providers.base import ProviderSettings
 
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipelines.cache import ResultCache
+from pipelines.run.cache import ResultCache
 
 
 @click.group()

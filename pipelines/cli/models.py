@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipelines.catalog import ModelInfo, list_models
+from pipelines.catalog.models import ModelInfo, list_models
 
 
 def _price(m: ModelInfo) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 from pipelines.job.load import load_jobs
 
 
@@ -29,7 +29,7 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
     PATHS are job files or folders of them (default: ./jobs).
     """
     from pipelines.budget import utc_today
-    from pipelines.status import collect_status, render_table
+    from pipelines.ops.status import collect_status, render_table
 
     statuses = collect_status(load_jobs(_job_paths(paths)))
     if as_json:
@@ -72,7 +72,7 @@ def install(
     jobs: tuple[Path, ...], at: str, kind: str, print_only: bool, log: Path | None, name: str
 ) -> None:
     """Run JOBS (files or folders) every day at --at UTC."""
-    from pipelines import schedule as sched
+    from pipelines.ops import schedule as sched
 
     spec = sched.ScheduleSpec.make(jobs, at, name=name, log=log)
     load_jobs(spec.jobs)  # a broken job file fails now, not at night
@@ -109,7 +109,7 @@ def install(
 @schedule.command("show")
 def show() -> None:
     """List the schedules pipelines installed (crontab and systemd user timers)."""
-    from pipelines import schedule as sched
+    from pipelines.ops import schedule as sched
 
     entries, notes = sched.list_schedules()
     for n in notes:
@@ -126,7 +126,7 @@ def show() -> None:
 @click.argument("name", required=False)
 def remove(name: str | None) -> None:
     """Remove schedule NAME, or every pipelines schedule; other cron lines are kept."""
-    from pipelines import schedule as sched
+    from pipelines.ops import schedule as sched
 
     if name is not None:
         sched.check_name(name)

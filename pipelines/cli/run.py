@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from pipelines.job.load import load_job, load_jobs
-from pipelines.report import RunReport
-from pipelines.runner import RunOptions
+from pipelines.run.report import RunReport
+from pipelines.run.runner import RunOptions
 
 
 def _summary(report: RunReport) -> str:
@@ -62,8 +62,8 @@ def run(
     log_format: str,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
-    from pipelines.jobset import arun_jobs, overall_exit_code
-    from pipelines.logs import configure_logging
+    from pipelines.ops.jobset import arun_jobs, overall_exit_code
+    from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
     loaded = load_jobs(jobs)
@@ -105,8 +105,8 @@ def plan(
     base_url: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
-    from pipelines.launch import results_label
-    from pipelines.plan import plan_job
+    from pipelines.ops.launch import results_label
+    from pipelines.run.plan import plan_job
 
     job = load_job(job_file)
     label = results_label(job, provider, base_url)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pipelines.errors import JobError, SourceError
+from pipelines.core.errors import JobError, SourceError
 from pipelines.job.load import job_files, load_job
 from pipelines.job.spec import Job
 from pipelines.sources import open_source

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo
 from pipelines.emulator.envelope import ApiError, bad_input
-from pipelines.metering import Usage
 
 RunItem = Callable[[ModelInfo, dict[str, Any]], tuple[Any, Usage]]
 """Runs and bills one item; raises :class:`ApiError` when it fails."""

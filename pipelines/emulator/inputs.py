@@ -20,10 +20,10 @@ from jsonschema.exceptions import (  # type: ignore[import-untyped,unused-ignore
     best_match,
 )
 
-from pipelines.audio import probe_bytes
-from pipelines.catalog import ModelInfo
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.errors import SourceError
 from pipelines.emulator.envelope import bad_input, incomplete_request, invalid_base64, loads
-from pipelines.errors import SourceError
+from pipelines.media.audio import probe_bytes
 
 
 @dataclass

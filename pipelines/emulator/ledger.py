@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipelines.metering import Usage
+from pipelines.catalog.metering import Usage
 
 WINDOW_S = 60.0
 

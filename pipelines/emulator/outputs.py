@@ -2,7 +2,7 @@
 
 Every output is a pure function of the input, the model and the seed; :func:`infer` also
 returns what the request consumed, counted with the same token functions the budget
-estimator uses (``pipelines.tokens``), so an estimate and a bill agree.
+estimator uses (``pipelines.catalog.tokens``), so an estimate and a bill agree.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.catalog import ModelInfo, schema_properties
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo, schema_properties
+from pipelines.catalog.tokens import model_tokens
 from pipelines.emulator import speech
 from pipelines.emulator.envelope import bad_input
 from pipelines.emulator.inputs import ModelInput
 from pipelines.emulator.languages import language_code
 from pipelines.emulator.vectors import cosine, embed, salt_for, words
-from pipelines.metering import Usage
-from pipelines.tokens import model_tokens
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipelines.catalog import ModelInfo, get_model, has_model
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import ModelInfo, get_model, has_model
 from pipelines.emulator import envelope as env
 from pipelines.emulator.batch import BatchQueue
 from pipelines.emulator.config import EmulatorConfig
@@ -18,7 +19,6 @@ from pipelines.emulator.faults import Faults
 from pipelines.emulator.inputs import ModelInput, check_input
 from pipelines.emulator.ledger import Ledger
 from pipelines.emulator.outputs import Outcome, infer
-from pipelines.metering import Usage, neurons
 
 
 class Emulator:

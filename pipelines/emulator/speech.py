@@ -12,9 +12,9 @@ import hashlib
 import random
 from typing import Any
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog.models import ModelInfo
 from pipelines.emulator.inputs import ModelInput
-from pipelines.subtitles import Cue, webvtt
+from pipelines.media.subtitles import Cue, webvtt
 
 _VOCAB = (
     "the a and to of in is it that we you for on with this was are be have at they "

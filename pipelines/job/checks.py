@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipelines.catalog import ModelInfo, get_model, has_model, schema_properties
-from pipelines.job.languages import describe_languages, normalize_language
+from pipelines.catalog.languages import describe_languages, normalize_language
+from pipelines.catalog.models import ModelInfo, get_model, has_model, schema_properties
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 from pipelines.job.checks import TOKEN_MESSAGE, check_job, is_token_key
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.problems import format_loc as format_loc

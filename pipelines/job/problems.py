@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 
 Loc = tuple[str | int, ...]
 

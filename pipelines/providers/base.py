@@ -3,7 +3,7 @@
 A call's ``inputs`` is the model's JSON input as Cloudflare's published schema describes it,
 except that audio is given as raw ``bytes`` under ``"audio"``; each provider owns its wire
 format (raw body, base64 JSON, ...). The result is the unwrapped ``result`` of the envelope.
-Failures are raised as the typed errors of :mod:`pipelines.errors`.
+Failures are raised as the typed errors of :mod:`pipelines.core.errors`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog.models import ModelInfo
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 

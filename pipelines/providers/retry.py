@@ -1,6 +1,6 @@
 """Retrying provider calls: which errors, how often, how long to wait.
 
-Only :class:`~pipelines.errors.TransientError` is retried. Terminal errors (bad input,
+Only :class:`~pipelines.core.errors.TransientError` is retried. Terminal errors (bad input,
 auth, unknown model, the daily neuron cap) fail at once: retrying them wastes requests, and
 for the daily cap nothing changes before 00:00 UTC.
 
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from pipelines.errors import TransientError
+from pipelines.core.errors import TransientError
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.catalog import ModelInfo
-from pipelines.errors import (
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.errors import (
     AuthenticationFailed,
     CapacityExceeded,
     DailyNeuronsExhausted,

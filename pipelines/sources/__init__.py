@@ -6,12 +6,12 @@ parse, every column the job names is there) so a job fails before it spends neur
 
 from __future__ import annotations
 
-from pipelines.errors import SourceError
+from pipelines.core.columns import KEY
+from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
 from pipelines.sources import audio, csv, parquet
 from pipelines.sources.base import (
     DEFAULT_BATCH_ROWS,
-    KEY_COLUMN,
     Source,
     needed_columns,
     resolve_files,
@@ -32,7 +32,7 @@ def open_source(job: Job) -> Source:
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
-    "KEY_COLUMN",
+    "KEY",
     "Source",
     "needed_columns",
     "open_source",

@@ -16,10 +16,11 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.audio import probe_file
-from pipelines.errors import SourceError
+from pipelines.core.columns import KEY
+from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
-from pipelines.sources.base import DEFAULT_BATCH_ROWS, KEY_COLUMN, Source
+from pipelines.media.audio import probe_file
+from pipelines.sources.base import DEFAULT_BATCH_ROWS, Source
 
 SCHEMA: dict[str, Any] = {
     "path": pl.Utf8,
@@ -141,7 +142,7 @@ class AudioSource(Source):
         """Batches of at most ``min(batch_rows, PROBE_BATCH)`` files, probed as they are read."""
         if batch_rows <= 0:
             raise ValueError("batch_rows must be positive")
-        wanted = [c for c in dict.fromkeys(columns) if c != KEY_COLUMN]
+        wanted = [c for c in dict.fromkeys(columns) if c != KEY]
         missing = [c for c in wanted if c not in SCHEMA]
         if missing:
             raise SourceError(
@@ -152,4 +153,4 @@ class AudioSource(Source):
         for i in range(0, len(self.rels), step):
             rows = [probe_row(self.root, rel) for rel in self.rels[i : i + step]]
             frame = pl.DataFrame(rows, schema=SCHEMA)
-            yield frame.with_columns(pl.col("path").alias(KEY_COLUMN)).select([*wanted, KEY_COLUMN])
+            yield frame.with_columns(pl.col("path").alias(KEY)).select([*wanted, KEY])

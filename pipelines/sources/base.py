@@ -15,11 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.errors import SourceError
+from pipelines.core.columns import KEY
+from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
 from pipelines.sources.keys import SeenKeys, derived_keys, given_keys
 
-KEY_COLUMN = "_key"
 DEFAULT_BATCH_ROWS = 20_000
 
 
@@ -168,7 +168,7 @@ class Source(ABC):
                 )
             keys, digests = given_keys(frame[key_col])
         fresh = self._seen.first_seen(digests)
-        frame = frame.with_columns(keys.alias(KEY_COLUMN))
+        frame = frame.with_columns(keys.alias(KEY))
         dropped = len(fresh) - int(fresh.sum())
         if dropped:
             self.duplicate_keys += dropped
@@ -192,7 +192,7 @@ class Source(ABC):
         """
         if batch_rows <= 0:
             raise ValueError("batch_rows must be positive")
-        wanted = [c for c in dict.fromkeys(columns) if c != KEY_COLUMN]
+        wanted = [c for c in dict.fromkeys(columns) if c != KEY]
         missing = [c for c in wanted if c not in self.columns()]
         if missing:
             raise SourceError(f"{self.files[0]}: no column {missing[0]!r} in the input")
@@ -200,4 +200,4 @@ class Source(ABC):
         self._seen = SeenKeys()
         self.duplicate_keys = 0
         for batch in _rebatch(self._frames(read, batch_rows), batch_rows):
-            yield batch.select([*wanted, KEY_COLUMN])
+            yield batch.select([*wanted, KEY])

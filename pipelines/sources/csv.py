@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
 from pipelines.sources.base import Source
 

@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
 from pipelines.sources.base import Source, text_columns
 

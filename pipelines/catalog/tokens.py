@@ -18,14 +18,14 @@ from importlib import resources
 
 from tokenizers import BertWordPieceTokenizer
 
-from pipelines.catalog import ModelInfo, TokenizerKind
+from pipelines.catalog.models import ModelInfo, TokenizerKind
 
 _SPECIAL_TOKENS = 2  # [CLS] ... [SEP], or <s> ... </s>
 
 
 @cache
 def _bert() -> BertWordPieceTokenizer:
-    vocab = resources.files("pipelines").joinpath("data", "bert-uncased-vocab.txt")
+    vocab = resources.files("pipelines.catalog").joinpath("data", "bert-uncased-vocab.txt")
     with resources.as_file(vocab) as path:
         return BertWordPieceTokenizer(str(path), lowercase=True)
 

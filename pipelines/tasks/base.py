@@ -12,18 +12,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipelines.catalog import ModelInfo
-from pipelines.errors import InvalidInput, TransportError
-from pipelines.job.languages import describe_languages, normalize_language
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import ModelInfo
+from pipelines.catalog.tokens import model_tokens, truncate_to_tokens
+from pipelines.core.columns import KEY
 from pipelines.job.spec import Job
-from pipelines.metering import Usage, neurons
-from pipelines.tokens import model_tokens, truncate_to_tokens
-
-KEY = "_key"
 
 
 @dataclass
@@ -258,138 +254,3 @@ class Task(ABC):
         for name, array in self.fanout(call, per_item).items():
             table = table.append_column(name, array)
         return table
-
-
-class EmbedTask(Task):
-    """Texts → ``embedding`` (fixed-size list of float32), packed many per request."""
-
-    @property
-    def result_fields(self) -> list[pa.Field]:
-        dim = self.model.dimensions or 0
-        return [pa.field("embedding", pa.list_(pa.float32(), dim))]
-
-    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
-        return {"text": list(texts), **self.params}
-
-    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        data = result.get("data") if isinstance(result, dict) else None
-        if data is None and isinstance(result, dict):
-            data = result.get("response")
-        dim = self.model.dimensions or 0
-        try:
-            matrix = np.asarray(data, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise TransportError("embedding response is not a numeric matrix") from exc
-        if matrix.ndim != 2 or matrix.shape != (call.size, dim):
-            raise TransportError(
-                f"embedding response has shape {matrix.shape}, expected ({call.size}, {dim})"
-            )
-        flat = pa.array(matrix.reshape(-1), type=pa.float32())
-        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
-
-
-class ClassifyTask(Task):
-    """Text → ``label`` and ``score`` (the top class), one text per request."""
-
-    @property
-    def result_fields(self) -> list[pa.Field]:
-        return [pa.field("label", pa.string()), pa.field("score", pa.float32())]
-
-    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
-        return {"text": texts[0], **self.params}
-
-    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        if not isinstance(result, list) or not result:
-            raise TransportError("classification response is not a non-empty list")
-        best = max(result, key=lambda r: float(r.get("score", 0.0)))
-        return {
-            "label": pa.array([str(best.get("label"))], pa.string()),
-            "score": pa.array([float(best.get("score", 0.0))], pa.float32()),
-        }
-
-
-class TranslateTask(Task):
-    """Text → ``translated_text``; languages from params or per-row columns."""
-
-    # m2m100 output is usually about as long as its input; reconciled with the real output.
-    OUTPUT_RATIO = 1.0
-
-    @property
-    def result_fields(self) -> list[pa.Field]:
-        return [pa.field("translated_text", pa.string())]
-
-    def extra_columns(self) -> dict[str, str]:
-        cols: dict[str, str] = {}
-        if self.job.task.source_lang_column:
-            cols["source_lang"] = self.job.task.source_lang_column
-        if self.job.task.target_lang_column:
-            cols["target_lang"] = self.job.task.target_lang_column
-        return cols
-
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any] | str:
-        out: dict[str, Any] = {}
-        for name, value in options.items():
-            column = self.extra_columns()[name]
-            if value is None or not str(value).strip():
-                if name == "target_lang" or "source_lang" not in self.params:
-                    return f"column '{column}' is empty: no {name.replace('_', ' ')} for this row"
-                out[name] = None
-                continue
-            code = normalize_language(str(value))
-            if code is None:
-                return (
-                    f"unknown language {str(value)!r} in column '{column}' "
-                    f"(supported: {describe_languages()})"
-                )
-            out[name] = code
-        source = out.get("source_lang") or self.params.get("source_lang")
-        target = out.get("target_lang") or self.params.get("target_lang")
-        if source and target and source == target:
-            return f"source and target language are both {source!r}"
-        return out
-
-    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": texts[0], **self.params}
-        for name in ("source_lang", "target_lang"):
-            if name in extra and extra[name][0] is not None:
-                body[name] = str(extra[name][0])
-        return body
-
-    def estimate(self, tokens: list[int]) -> Usage:
-        n = sum(tokens)
-        return Usage(input_tokens=n, output_tokens=int(n * self.OUTPUT_RATIO) + 1)
-
-    def worst_case(self, usage: Usage) -> Usage:
-        # a translation can come out longer than expected; the cap must hold anyway
-        return Usage(usage.input_tokens, usage.output_tokens * 2 + 8, usage.audio_seconds)
-
-    def actual(self, call: Call, result: Any) -> Usage:
-        text = result.get("translated_text", "") if isinstance(result, dict) else ""
-        return Usage(
-            input_tokens=sum(call.tokens), output_tokens=model_tokens(self.model, [str(text)])[0]
-        )
-
-    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        if not isinstance(result, dict) or "translated_text" not in result:
-            raise TransportError("translation response has no translated_text")
-        return {"translated_text": pa.array([str(result["translated_text"])], pa.string())}
-
-
-_TASKS: dict[str, type[Task]] = {
-    "embed": EmbedTask,
-    "classify": ClassifyTask,
-    "translate": TranslateTask,
-}
-
-
-def make_task(job: Job, model: ModelInfo, keep: list[str]) -> Task:
-    """The task implementation for ``job.task.kind``."""
-    if job.task.kind == "transcribe":
-        from pipelines.transcribe import TranscribeTask
-
-        return TranscribeTask(job, model, keep)
-    try:
-        cls = _TASKS[job.task.kind]
-    except KeyError:
-        raise InvalidInput(f"task kind {job.task.kind!r} is not supported yet") from None
-    return cls(job, model, keep)

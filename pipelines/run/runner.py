@@ -23,9 +23,10 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
-from pipelines.cache import ResultCache, TaskCache
-from pipelines.catalog import ModelInfo, get_model
-from pipelines.errors import (
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo, get_model
+from pipelines.core.columns import KEY
+from pipelines.core.errors import (
     AuthenticationFailed,
     BudgetExhausted,
     DailyNeuronsExhausted,
@@ -37,14 +38,15 @@ from pipelines.errors import (
     UnknownModel,
 )
 from pipelines.job.spec import Job
-from pipelines.metering import Usage
+from pipelines.output.store import OutputStore, fingerprint
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy, with_retries
-from pipelines.ratelimit import RateLimiter
-from pipelines.report import RunReport, Status, budget_stop_message
+from pipelines.run.cache import ResultCache, TaskCache
+from pipelines.run.ratelimit import RateLimiter
+from pipelines.run.report import RunReport, Status, budget_stop_message
 from pipelines.sources import open_source
-from pipelines.store import OutputStore, fingerprint
-from pipelines.tasks import KEY, Call, RowFailure, Task, make_task
+from pipelines.tasks.base import Call, RowFailure, Task
+from pipelines.tasks.registry import make_task
 
 
 class Budget(Protocol):

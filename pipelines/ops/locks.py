@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from pipelines.errors import JobError, OutputError
-from pipelines.processes import pid_alive
+from pipelines.core.errors import JobError, OutputError
+from pipelines.core.processes import pid_alive
 
 if TYPE_CHECKING:
     from pipelines.job.spec import Job

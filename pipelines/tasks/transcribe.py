@@ -1,7 +1,7 @@
 """Audio file → transcript with the whisper models, one output row per file.
 
 A file goes as it is when it is small and short enough; a longer one is cut
-(:mod:`pipelines.chunking`) in :meth:`TranscribeTask.materialize`, which the runner runs in
+(:mod:`pipelines.media.chunking`) in :meth:`TranscribeTask.materialize`, which the runner runs in
 a thread, so at most one file's chunks per worker are in memory. Each chunk is one request;
 :meth:`TranscribeTask.combine` stitches the answers back into one transcript with
 timestamps over the whole recording. The provider owns the wire format: the task always
@@ -19,13 +19,14 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from pipelines.catalog import ModelInfo
-from pipelines.chunking import Transcript, chunk_seconds, cut, stitch
-from pipelines.errors import InvalidInput, TransportError
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.columns import KEY
+from pipelines.core.errors import InvalidInput, TransportError
 from pipelines.job.spec import Job
-from pipelines.metering import Usage
+from pipelines.media.chunking import Transcript, chunk_seconds, cut, stitch
 from pipelines.sources.audio import audio_root
-from pipelines.tasks import KEY, Call, RowFailure, Task
+from pipelines.tasks.base import Call, RowFailure, Task
 
 MIB = 1024 * 1024
 # Job params that pipelines reads itself (never sent to the model).

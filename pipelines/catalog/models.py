@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, cast
 
-from pipelines.errors import UnknownModel
+from pipelines.core.errors import UnknownModel
 
 TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank"]
 WireFormat = Literal["json", "binary", "base64"]
@@ -71,7 +71,7 @@ class ModelInfo:
 
 
 def _data_text(*parts: str) -> str:
-    node = resources.files("pipelines").joinpath("data")
+    node = resources.files("pipelines.catalog").joinpath("data")
     for part in parts:
         node = node.joinpath(part)
     return node.read_text(encoding="utf-8")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.subtitles import Cue, srt, webvtt
-from pipelines.subtitles import parse_vtt as parse_vtt
+from pipelines.media.subtitles import Cue, srt, webvtt
+from pipelines.media.subtitles import parse_vtt as parse_vtt
 
 SAMPLE_RATE = 16_000
 _BYTES_PER_SECOND = SAMPLE_RATE * 2

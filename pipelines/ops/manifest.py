@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import OutputError
+from pipelines.core.errors import OutputError
 from pipelines.job.spec import Job
-from pipelines.logs import redact, redact_value
-from pipelines.report import RunReport
-from pipelines.store import failures_path_for
+from pipelines.ops.logs import redact, redact_value
+from pipelines.output.store import failures_path_for
+from pipelines.run.report import RunReport
 
 __all__ = [
     "HISTORY_RUNS",
@@ -98,7 +98,7 @@ def _last_run(
     provider: str | None,
     extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from pipelines import __version__
+    from pipelines.core.version import __version__
 
     output = job.output_path
     run: dict[str, Any] = {

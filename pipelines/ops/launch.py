@@ -14,7 +14,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,14 +25,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipelines.budget import Ledger, effective_budget
-from pipelines.cache import CACHE_FILE, ResultCache
-from pipelines.errors import BudgetExhausted, JobError, PipelinesError
+from pipelines.core.errors import BudgetExhausted, JobError, PipelinesError
 from pipelines.job.spec import Job
-from pipelines.locks import JobLock
-from pipelines.manifest import write_manifest
+from pipelines.ops.locks import JobLock
+from pipelines.ops.manifest import write_manifest
 from pipelines.providers.base import Provider, ProviderSettings
-from pipelines.report import RunReport
-from pipelines.runner import Budget, RunOptions, arun_job
+from pipelines.run.cache import CACHE_FILE, ResultCache
+from pipelines.run.report import RunReport
+from pipelines.run.runner import Budget, RunOptions, arun_job
 
 log = logging.getLogger("pipelines")
 
@@ -162,7 +162,7 @@ def results_label(job: Job, name: str | None, base_url: str | None) -> str:
     if chosen == "emulator" or (chosen == "cloudflare" and _is_loopback(settings.base_url)):
         return f"emulator:{job.task.model}"
     if chosen == "local":
-        from pipelines.catalog import get_model
+        from pipelines.catalog.models import get_model
         from pipelines.providers.local import LocalProvider
 
         try:
@@ -237,36 +237,6 @@ class TqdmProgress:
         self.bar.close()
 
 
-async def arun(
-    job: Job,
-    *,
-    provider: str | None = None,
-    base_url: str | None = None,
-    options: RunOptions | None = None,
-    max_neurons: int | None = None,
-    wait: bool = False,
-    progress: bool = False,
-    use_cache: bool = True,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> RunReport:
-    """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
-    from pipelines.jobset import arun_jobs
-
-    reports = await arun_jobs(
-        [job],
-        provider=provider,
-        base_url=base_url,
-        options=options,
-        max_neurons=max_neurons,
-        wait=wait,
-        progress=progress,
-        use_cache=use_cache,
-        sleep=sleep,
-        raise_errors=True,
-    )
-    return reports[0]
-
-
 async def arun_once(
     job: Job,
     *,
@@ -331,8 +301,3 @@ async def arun_once(
                 extra={"job": job.name, "run_id": report.run_id},
             )
             return report
-
-
-def run_job(job: Job, **kwargs: Any) -> RunReport:
-    """Synchronous :func:`arun` (for scripts and notebooks without an event loop)."""
-    return asyncio.run(arun(job, **kwargs))

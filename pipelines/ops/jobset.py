@@ -12,12 +12,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from pipelines.budget import seconds_until_reset
-from pipelines.errors import PipelinesError
+from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
-from pipelines.report import RunReport
-from pipelines.runner import RunOptions
+from pipelines.ops.launch import arun_once
+from pipelines.run.report import RunReport
+from pipelines.run.runner import RunOptions
 
 log = logging.getLogger("pipelines")
 
@@ -49,8 +51,6 @@ async def arun_jobs(
     raise_errors: bool = False,
 ) -> list[RunReport]:
     """Run ``jobs`` in priority order; the last report of each job, in the same order."""
-    from pipelines.launch import arun_once
-
     ordered = sorted(jobs, key=lambda j: (-j.priority, j.name))
     latest: dict[str, RunReport] = {}
     pending = ordered
@@ -93,3 +93,36 @@ async def arun_jobs(
         # --fresh applies to the first pass only: later passes resume
         opts = replace(opts, fresh=False)
         pending = unfinished
+
+
+async def arun(
+    job: Job,
+    *,
+    provider: str | None = None,
+    base_url: str | None = None,
+    options: RunOptions | None = None,
+    max_neurons: int | None = None,
+    wait: bool = False,
+    progress: bool = False,
+    use_cache: bool = True,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> RunReport:
+    """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
+    reports = await arun_jobs(
+        [job],
+        provider=provider,
+        base_url=base_url,
+        options=options,
+        max_neurons=max_neurons,
+        wait=wait,
+        progress=progress,
+        use_cache=use_cache,
+        sleep=sleep,
+        raise_errors=True,
+    )
+    return reports[0]
+
+
+def run_job(job: Job, **kwargs: Any) -> RunReport:
+    """Synchronous :func:`arun` (for scripts and notebooks without an event loop)."""
+    return asyncio.run(arun(job, **kwargs))

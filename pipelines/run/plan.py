@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.budget import Ledger, effective_budget, resolve_account
-from pipelines.cache import ResultCache, TaskCache
-from pipelines.catalog import get_model
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import get_model
+from pipelines.core.columns import KEY
 from pipelines.job.spec import Job
-from pipelines.metering import Usage
+from pipelines.output.store import OutputStore, fingerprint
+from pipelines.run.cache import ResultCache, TaskCache
 from pipelines.sources import open_source
-from pipelines.store import OutputStore, fingerprint
-from pipelines.tasks import KEY, make_task
+from pipelines.tasks.registry import make_task
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.catalog import ModelInfo
+from pipelines.catalog.models import ModelInfo
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.budget import Ledger, effective_budget, format_neurons, resolve_account
-from pipelines.errors import PipelinesError
+from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
-from pipelines.locks import current_holder
-from pipelines.manifest import neurons_per_row, read_manifest
-from pipelines.store import failures_path_for
+from pipelines.ops.locks import current_holder
+from pipelines.ops.manifest import neurons_per_row, read_manifest
+from pipelines.output.store import failures_path_for
 
 
 @dataclass

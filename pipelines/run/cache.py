@@ -24,8 +24,8 @@ from typing import Any, TypeVar, cast
 import pyarrow as pa
 
 from pipelines.budget import state_dir
-from pipelines.metering import Usage
-from pipelines.tasks import Call, Task
+from pipelines.catalog.metering import Usage
+from pipelines.tasks.base import Call, Task
 
 CACHE_FILE = "cache.sqlite3"
 _M = TypeVar("_M", bound=Callable[..., Any])

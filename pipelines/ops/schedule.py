@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.budget import state_dir
-from pipelines.errors import JobError
+from pipelines.core.errors import JobError
 
 MARK = "# pipelines-schedule"
 DEFAULT_NAME = "nightly"

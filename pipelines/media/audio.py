@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipelines.errors import SourceError
+from pipelines.core.errors import SourceError
 
 # libsndfile's own decoders; its MP3 support is newer and less tolerant than FFmpeg's.
 _SNDFILE_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "AIFF", "AU", "CAF"}

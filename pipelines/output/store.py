@@ -24,10 +24,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.errors import OutputError
+from pipelines.core.columns import KEY
+from pipelines.core.errors import OutputError
 from pipelines.job.spec import Job
-from pipelines.journal import Journal, fsync_dir, read_journal
-from pipelines.tasks import KEY, RowFailure
+from pipelines.output.journal import Journal, fsync_dir, read_journal
+from pipelines.tasks.base import RowFailure
 
 SCHEMA_VERSION = "1"
 META_PREFIX = "pipelines."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.errors import PipelinesError
+from pipelines.core.errors import PipelinesError
 
 Status = Literal["completed", "failed_rows", "budget", "interrupted", "aborted"]
 EXIT_CODES: dict[Status, int] = {

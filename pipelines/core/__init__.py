@@ -1,0 +1,1 @@
+"""Foundation: the error tree, durable files, SQLite, processes, secrets and the row key."""

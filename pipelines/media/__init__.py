@@ -1,0 +1,1 @@
+"""Audio and subtitle formats: header durations, chunking, WebVTT/SRT."""

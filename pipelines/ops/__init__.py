@@ -1,0 +1,1 @@
+"""Operating jobs: runs under locks with manifests and logs, job sets, schedules, status."""

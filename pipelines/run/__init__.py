@@ -1,0 +1,1 @@
+"""One run of one job: the runner, its rate limiter, result cache, plan and report."""

@@ -1,0 +1,1 @@
+"""Task families: how rows become model requests and answers become output columns."""
