@@ -36,8 +36,9 @@ from pipelines.job.load import load_job, load_jobs
 from pipelines.ops.jobset import arun, run_job
 from pipelines.providers import CloudflareProvider, Provider, ProviderSettings
 from pipelines.run.plan import Plan, plan_job
-from pipelines.run.report import RunReport
-from pipelines.run.runner import RunOptions, arun_job
+from pipelines.run.report import RunReport, StopReason
+from pipelines.run.runner import RunContext, arun_job
+from pipelines.run.settings import RunSettings
 
 __all__ = [
     "AuthenticationFailed",
@@ -59,10 +60,12 @@ __all__ = [
     "ProviderError",
     "ProviderSettings",
     "RateLimited",
-    "RunOptions",
+    "RunContext",
     "RunReport",
+    "RunSettings",
     "ServerError",
     "SourceError",
+    "StopReason",
     "TaskKind",
     "TerminalError",
     "TransientError",

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.budget import Ledger, default_ledger_path, next_reset, seconds_until_reset
 from pipelines.budget.ledger import EXTERNAL_JOB
-from pipelines.core.errors import BudgetExhausted
+from pipelines.core.errors import BudgetExhausted, BudgetStop
 
 DAY = "2026-11-28"
 
@@ -79,7 +79,7 @@ def test_cap_refuses_and_reports(ledger: Ledger) -> None:
         ledger.reserve("job", "m", 14)
     msg = err.value.message
     assert "daily neuron cap reached (987 / 1,000 on 2026-11-28 UTC" in msg
-    assert "resumes after 00:00 UTC" in msg
+    assert err.value.reason is BudgetStop.DAY_CAP  # the report adds when it resumes
     assert err.value.exit_code == 3
     # Exactly up to the cap is fine, float sums included.
     for _ in range(10):

@@ -16,6 +16,7 @@ from pipelines.cli import main
 from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 from pipelines.run.cache import ResultCache, decode_rows, encode_row, item_key, scope_of
+from pipelines.run.settings import RunSettings
 
 BGE = "@cf/baai/bge-small-en-v1.5"
 
@@ -122,10 +123,14 @@ def test_plan_shows_cache_hits_and_the_neurons_they_save(
         == 0
     )
     b = load_job(job(tmp_path, "b", 50, 150))
-    plan = plan_job(b, produced_by=f"emulator:{BGE}")  # as run labelled the loopback answers
+    plan = plan_job(b, produced_by=f"emulator:{BGE}")  # the server said it is the emulator
     assert plan.rows_cached == 50
     assert plan.neurons_saved_by_cache > 0
-    uncached = plan_job(b, use_cache=False, produced_by=f"emulator:{BGE}")
+    uncached = plan_job(b, RunSettings(use_cache=False), produced_by=f"emulator:{BGE}")
     assert uncached.neurons == pytest.approx(plan.neurons + plan.neurons_saved_by_cache)
-    out = runner.invoke(main, ["plan", str(tmp_path / "b.yaml")]).output
-    assert "50 rows answered from the cache" in out
+    # plan makes no request, so it cannot ask the base URL's server who it is: told that it is
+    # the emulator, it counts the emulator's answers; as Cloudflare it counts none of them
+    out = runner.invoke(main, ["plan", "--provider", "emulator", str(tmp_path / "b.yaml")])
+    assert "50 rows answered from the cache" in out.output
+    out = runner.invoke(main, ["plan", "--provider", "cloudflare", str(tmp_path / "b.yaml")])
+    assert "from the cache" not in out.output

@@ -20,7 +20,7 @@ from pipelines.ops.manifest import (
     read_manifest,
     write_manifest,
 )
-from pipelines.run.report import RunReport
+from pipelines.run.report import RunReport, StopReason
 
 TOKEN = "cf-token-0123456789abcdef"
 START = datetime(2026, 11, 28, 0, 5, tzinfo=UTC)
@@ -53,7 +53,7 @@ def test_manifest_records_the_run(tmp_path: Path) -> None:
     job = make_job(tmp_path)
     path = write_manifest(
         job,
-        report(status="budget", message="daily neuron cap reached"),
+        report(stop_reason=StopReason.DAY_CAP, message="daily neuron cap reached"),
         started_at=START,
         ended_at=START + timedelta(minutes=3),
         provider="cloudflare",
@@ -118,7 +118,7 @@ def test_the_token_never_reaches_the_manifest(
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
     write_manifest(
         job,
-        report(status="aborted", message=f"401 for Bearer {TOKEN}"),
+        report(stop_reason=StopReason.ABORTED, message=f"401 for Bearer {TOKEN}"),
         started_at=START,
         ended_at=START,
         extra={"headers": {"authorization": f"Bearer {TOKEN}"}, TOKEN: [TOKEN]},

@@ -22,6 +22,7 @@ from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 from pipelines.job.load import load_jobs
 from pipelines.ops.jobset import arun_jobs, overall_exit_code
+from pipelines.run.settings import RunSettings
 
 TOKEN = "tok-3f9a-very-secret"
 BASE = "@cf/baai/bge-base-en-v1.5"  # 6,058 neurons / M tokens
@@ -68,7 +69,7 @@ def test_jobs_folder_runs_by_priority_and_finishes_over_several_nights(
         nights.append({m: v["neurons"] for m, v in emu.stats()["models"].items()})
         emu.advance_day()
 
-    reports = asyncio.run(arun_jobs(load_jobs([jobs]), wait=True, sleep=next_night))
+    reports = asyncio.run(arun_jobs(load_jobs([jobs]), RunSettings(wait=True), sleep=next_night))
     assert [r.job for r in reports] == ["high", "low"]
     assert all(r.status == "completed" for r in reports), reports
     assert overall_exit_code(reports) == 0

@@ -15,10 +15,11 @@ from pipelines.catalog.models import ModelInfo
 from pipelines.catalog.tokens import count_tokens
 from pipelines.core.errors import AuthenticationFailed, InvalidInput, RateLimited, ServerError
 from pipelines.job.load import load_job
-from pipelines.ops.launch import RunBudget
 from pipelines.providers.base import Provider
+from pipelines.run.budget_guard import RunBudget
+from pipelines.run.clock import Clock
 from pipelines.run.report import RunReport
-from pipelines.run.runner import arun_job
+from pipelines.run.runner import RunContext, arun_job
 
 
 class Scripted(Provider):
@@ -87,9 +88,13 @@ def run(
     clock = clock or FakeTime()
     ledger = Ledger(job_path.parent / "ledger.sqlite3", account="t", daily_neurons=cap)
     try:
-        return asyncio.run(
-            arun_job(job, provider, RunBudget(ledger, max_neurons), sleep=clock.sleep, clock=clock)
+        context = RunContext(
+            provider=provider,
+            budget=RunBudget(ledger, max_neurons),
+            produced_by=job.task.model,
+            clock=Clock(monotonic=clock, sleep=clock.sleep),
         )
+        return asyncio.run(arun_job(job, context))
     finally:
         ledger.close()
 

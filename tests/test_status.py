@@ -18,7 +18,7 @@ from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
 from pipelines.ops.status import collect_status, render_table
 from pipelines.output.store import failures_path_for
-from pipelines.run.report import RunReport
+from pipelines.run.report import RunReport, StopReason
 
 NOW = datetime(2026, 11, 28, 0, 5, tzinfo=UTC)
 
@@ -46,7 +46,7 @@ def progress(job: Job) -> None:
     report = RunReport(
         job=job.name,
         run_id="r1",
-        status="budget",
+        stop_reason=StopReason.DAY_CAP,
         rows_done=4,
         rows_failed=2,
         neurons=2.0,

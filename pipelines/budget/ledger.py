@@ -22,7 +22,7 @@ from typing import Any
 from pipelines.budget import clock
 from pipelines.budget.config import default_ledger_path
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
-from pipelines.core.errors import BudgetExhausted
+from pipelines.core.errors import BudgetExhausted, BudgetStop
 from pipelines.core.processes import pid_alive
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
@@ -187,20 +187,19 @@ class Ledger:
             exhausted=marked or remaining <= _EPSILON,
             resets_at=clock.reset_of(day),
             note=row[2] if marked else "",
+            marked=marked,
         )
 
     def _grantable(self, usage: DayUsage) -> float:
-        if usage.note:  # only a 3036/4006 mark sets a note
+        if usage.marked:
             return 0.0
         return max(0.0, usage.cap - self.reserve_neurons - usage.committed - usage.reserved)
 
-    def _refusal(self, usage: DayUsage, neurons: float) -> str:
+    def _refusal(self, usage: DayUsage, neurons: float) -> BudgetExhausted:
         day = f"{usage.day} UTC"
-        resume = "resumes after 00:00 UTC"
-        if usage.note:
-            return (
-                f"Cloudflare reports the account's daily neurons used up on {day} "
-                f"({usage.note}); {resume}"
+        if usage.marked:
+            return BudgetExhausted(
+                f"Cloudflare reports the account's daily neurons used up on {day} ({usage.note})"
             )
         limit = usage.cap - self.reserve_neurons
         kept = (
@@ -209,14 +208,15 @@ class Ledger:
             else ""
         )
         if neurons > limit + _EPSILON:
-            return (
+            return BudgetExhausted(
                 f"one request needs {format_neurons(neurons)} neurons, more than the daily budget "
-                f"of {format_neurons(limit)} allows{kept}; lower the batch size or raise the cap"
+                f"of {format_neurons(limit)} allows{kept}; lower the batch size or raise the cap",
+                reason=BudgetStop.CANNOT_FIT,
             )
         used = usage.committed + usage.reserved
-        return (
+        return BudgetExhausted(
             f"daily neuron cap reached ({format_neurons(used)} / {format_neurons(usage.cap)} "
-            f"on {day}{kept}; the next request needs {format_neurons(neurons)}); {resume}"
+            f"on {day}{kept}; the next request needs {format_neurons(neurons)})"
         )
 
     # -- public API -------------------------------------------------------------------
@@ -226,13 +226,13 @@ class Ledger:
         if not math.isfinite(neurons) or neurons < 0:
             raise ValueError(f"a reservation needs a finite, non-negative figure, not {neurons}")
         day = self._day()
-        refusal = ""
+        refusal: BudgetExhausted | None = None
         rid: int | None = None
         with self._tx() as c:
             self._release_dead(c)
             self._note_cap(c, day)
             usage = self._usage(c, day, cap=self.daily_neurons)
-            if usage.note or neurons > self._grantable(usage) + _EPSILON:
+            if usage.marked or neurons > self._grantable(usage) + _EPSILON:
                 refusal = self._refusal(usage, neurons)
             else:
                 cur = c.execute(
@@ -242,8 +242,8 @@ class Ledger:
                 )
                 rid = cur.lastrowid
         # Raised after the transaction so the release of dead reservations is kept.
-        if refusal:
-            raise BudgetExhausted(refusal)
+        if refusal is not None:
+            raise refusal
         assert rid is not None
         return Reservation(rid, self.account, day, job, model, float(neurons))
 

@@ -40,6 +40,8 @@ class DayUsage:
     exhausted: bool
     resets_at: datetime
     note: str = ""
+    # Cloudflare itself said the day is used up (3036/4006): nothing is granted until reset
+    marked: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -52,5 +54,6 @@ class DayUsage:
             "remaining": self.remaining,
             "exhausted": self.exhausted,
             "note": self.note,
+            "marked": self.marked,
             "resets_at": self.resets_at.isoformat(),
         }

@@ -73,7 +73,7 @@ def _summary(usage: DayUsage, reserve: int, available: float, left_s: float) -> 
         f"  available  {format_neurons(available)} for new requests",
         f"  resets     {usage.resets_at:%Y-%m-%d %H:%M} UTC, in {chart.duration(left_s)}",
     ]
-    if usage.note:
+    if usage.marked:
         lines.append(f"  stopped    Cloudflare: {usage.note}")
     elif usage.exhausted:
         lines.append("  stopped    the cap is used up")

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from pipelines.job.load import load_job, load_jobs
-from pipelines.run.report import RunReport
-from pipelines.run.runner import RunOptions
+from pipelines.run.report import RunReport, StopReason
+from pipelines.run.settings import RunSettings
 
 
 def _summary(report: RunReport) -> str:
@@ -67,24 +67,21 @@ def run(
 
     configure_logging("json" if log_format == "json" else "text")
     loaded = load_jobs(jobs)
-    options = RunOptions(fresh=fresh, retry_failed=retry_failed)
-    reports = asyncio.run(
-        arun_jobs(
-            loaded,
-            provider=provider,
-            base_url=base_url,
-            options=options,
-            max_neurons=max_neurons,
-            wait=wait,
-            progress=not no_progress and sys.stderr.isatty(),
-            use_cache=not no_cache,
-            raise_errors=len(loaded) == 1,
-        )
+    settings = RunSettings(
+        provider=provider,
+        base_url=base_url,
+        fresh=fresh,
+        retry_failed=retry_failed,
+        max_neurons=max_neurons,
+        wait=wait,
+        progress=not no_progress and sys.stderr.isatty(),
+        use_cache=not no_cache,
     )
+    reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
     for report in reports:
         click.echo(_summary(report))
         if report.message:
-            kind = "error" if report.status == "aborted" else "note"
+            kind = "error" if report.stop_reason is StopReason.ABORTED else "note"
             click.echo(f"{kind}: {report.message}", err=True)
     sys.exit(overall_exit_code(reports))
 
@@ -105,12 +102,16 @@ def plan(
     base_url: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
-    from pipelines.ops.launch import results_label
+    from pipelines.catalog.models import get_model
+    from pipelines.providers.registry import choose, expected_label
     from pipelines.run.plan import plan_job
 
     job = load_job(job_file)
-    label = results_label(job, provider, base_url)
-    p = plan_job(job, retry_failed=retry_failed, max_neurons=max_neurons, produced_by=label)
+    settings = RunSettings(
+        provider=provider, base_url=base_url, retry_failed=retry_failed, max_neurons=max_neurons
+    )
+    choice = choose(job.provider, provider, base_url or job.base_url)
+    p = plan_job(job, settings, produced_by=expected_label(choice, get_model(job.task.model)))
     if as_json:
         click.echo(json.dumps(p.as_dict(), indent=2))
         return

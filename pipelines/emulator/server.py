@@ -102,6 +102,10 @@ class RunningEmulator:
         out: dict[str, Any] = self._control("GET", "stats")
         return out
 
+    def day(self) -> str:
+        """The emulated UTC day, read in-process (no request)."""
+        return self.app.emulator.ledger.day()
+
     def reset(self) -> None:
         """``POST /__emulator/reset``."""
         self._control("POST", "reset")

@@ -3,7 +3,8 @@
 ``pipelines run jobs/`` runs every job of a folder, higher ``priority`` first, all drawing
 on the account's ledger. When the day's neurons run out, the jobs that could not finish
 are taken up again after the 00:00 UTC reset (with ``wait``), in the same order, until
-every job is done or stopped for another reason.
+every job is done or stopped for another reason. Whether a job waits is decided by its
+report's stop reason, never by its message.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
 from pipelines.budget import seconds_until_reset
 from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
 from pipelines.ops.launch import arun_once
-from pipelines.run.report import RunReport
-from pipelines.run.runner import RunOptions
+from pipelines.ops.signals import until_signal
+from pipelines.run.report import RunReport, StopReason
+from pipelines.run.settings import RunSettings
 
 log = logging.getLogger("pipelines")
 
-
-def _per_run_cap(report: RunReport) -> bool:
-    return "--max-neurons" in report.message
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def overall_exit_code(reports: list[RunReport]) -> int:
@@ -37,92 +36,70 @@ def overall_exit_code(reports: list[RunReport]) -> int:
     return 0
 
 
+async def _one(job: Job, settings: RunSettings, raise_errors: bool) -> RunReport:
+    try:
+        return await arun_once(job, settings)
+    except PipelinesError as exc:
+        if raise_errors:
+            raise
+        log.error("%s", exc.message, extra={"job": job.name})
+        return RunReport(
+            job=job.name,
+            run_id="",
+            stop_reason=StopReason.ABORTED,
+            message=exc.message,
+            error=exc,
+        )
+
+
 async def arun_jobs(
     jobs: list[Job],
+    settings: RunSettings | None = None,
     *,
-    provider: str | None = None,
-    base_url: str | None = None,
-    options: RunOptions | None = None,
-    max_neurons: int | None = None,
-    wait: bool = False,
-    progress: bool = False,
-    use_cache: bool = True,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Sleep = asyncio.sleep,
     raise_errors: bool = False,
 ) -> list[RunReport]:
     """Run ``jobs`` in priority order; the last report of each job, in the same order."""
+    settings = settings or RunSettings()
     ordered = sorted(jobs, key=lambda j: (-j.priority, j.name))
     latest: dict[str, RunReport] = {}
     pending = ordered
-    opts = options or RunOptions()
     while True:
         for job in pending:
-            try:
-                latest[job.name] = await arun_once(
-                    job,
-                    provider=provider,
-                    base_url=base_url,
-                    options=opts,
-                    max_neurons=max_neurons,
-                    progress=progress,
-                    use_cache=use_cache,
-                )
-            except PipelinesError as exc:
-                if raise_errors:
-                    raise
-                log.error("%s", exc.message, extra={"job": job.name})
-                latest[job.name] = RunReport(
-                    job=job.name, run_id="", status="aborted", message=exc.message, error=exc
-                )
-            if latest[job.name].status == "interrupted":
+            latest[job.name] = await _one(job, settings, raise_errors)
+            if latest[job.name].stop_reason is StopReason.INTERRUPTED:
                 return [latest[j.name] for j in ordered if j.name in latest]
-        unfinished = [
-            j
-            for j in pending
-            if latest[j.name].status == "budget" and not _per_run_cap(latest[j.name])
-        ]
-        if not (wait and unfinished):
+        unfinished = [j for j in pending if latest[j.name].stop_reason.resumes_after_reset]
+        if not (settings.wait and unfinished):
             return [latest[j.name] for j in ordered if j.name in latest]
-        pause = seconds_until_reset() + 5
-        log.info(
-            "daily neuron cap reached; %d job(s) resume after the reset, waiting %.1f h",
-            len(unfinished),
-            pause / 3600,
-        )
-        await sleep(pause)
+        if not await _wait_for_reset(len(unfinished), sleep):
+            for job in unfinished:
+                latest[job.name].stop_reason = StopReason.INTERRUPTED
+            return [latest[j.name] for j in ordered if j.name in latest]
         # --fresh applies to the first pass only: later passes resume
-        opts = replace(opts, fresh=False)
+        settings = replace(settings, fresh=False)
         pending = unfinished
 
 
-async def arun(
-    job: Job,
-    *,
-    provider: str | None = None,
-    base_url: str | None = None,
-    options: RunOptions | None = None,
-    max_neurons: int | None = None,
-    wait: bool = False,
-    progress: bool = False,
-    use_cache: bool = True,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> RunReport:
-    """Run ``job`` end to end; with ``wait``, sleep through budget stops until it is done."""
-    reports = await arun_jobs(
-        [job],
-        provider=provider,
-        base_url=base_url,
-        options=options,
-        max_neurons=max_neurons,
-        wait=wait,
-        progress=progress,
-        use_cache=use_cache,
-        sleep=sleep,
-        raise_errors=True,
+async def _wait_for_reset(jobs: int, sleep: Sleep) -> bool:
+    """Sleep until just after 00:00 UTC; False when Ctrl-C or SIGTERM ended the wait."""
+    pause = seconds_until_reset() + 5
+    log.info(
+        "daily neuron cap reached; %d job(s) resume after the reset, waiting %.1f h",
+        jobs,
+        pause / 3600,
     )
+    return await until_signal(sleep(pause))
+
+
+async def arun(
+    job: Job, settings: RunSettings | None = None, *, sleep: Sleep = asyncio.sleep
+) -> RunReport:
+    """Run ``job`` end to end; with ``settings.wait``, sleep through budget stops until done."""
+    reports = await arun_jobs([job], settings, sleep=sleep, raise_errors=True)
     return reports[0]
 
 
-def run_job(job: Job, **kwargs: Any) -> RunReport:
+def run_job(job: Job, settings: RunSettings | None = None) -> RunReport:
     """Synchronous :func:`arun` (for scripts and notebooks without an event loop)."""
-    return asyncio.run(arun(job, **kwargs))
+    return asyncio.run(arun(job, settings))

@@ -67,10 +67,6 @@ class Provider(ABC):
         """Release connections."""
         return None
 
-    def produced_by(self, model: ModelInfo) -> str:
-        """The model that really produced results for ``model`` (local providers differ)."""
-        return model.id
-
     async def __aenter__(self) -> Provider:
         return self
 

@@ -47,6 +47,15 @@ USAGE_QUERY = (
 _USER_AGENT = "pipelines/0.1"
 
 
+# Failures before the request left this machine: nothing can have been billed.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
 class CloudflareProvider(Provider):
     """Calls ``{base_url}/accounts/{account_id}/ai/run/{model}`` with a bearer token.
 
@@ -208,13 +217,17 @@ class CloudflareProvider(Provider):
         try:
             return await self._client.post(url, content=content, headers=headers, params=params)
         except httpx.TimeoutException as exc:
-            raise transport_error(
+            error = transport_error(
                 f"{type(exc).__name__} after {self._timeout_s:g} s", model=model_id
-            ) from exc
+            )
+            error.maybe_billed = not isinstance(exc, _NEVER_SENT)
+            raise error from exc
         except httpx.HTTPError as exc:
             # Connection refused/reset, RemoteProtocolError, bad content-encoding, ...
             detail = str(exc) or "no detail"
-            raise transport_error(f"{type(exc).__name__} ({detail})", model=model_id) from exc
+            error = transport_error(f"{type(exc).__name__} ({detail})", model=model_id)
+            error.maybe_billed = not isinstance(exc, _NEVER_SENT)
+            raise error from exc
 
     @contextmanager
     def _redacting(self) -> Iterator[None]:

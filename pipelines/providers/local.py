@@ -62,6 +62,16 @@ def supports(model: ModelInfo) -> bool:
     return True
 
 
+def local_label(model: ModelInfo) -> str:
+    """``local:`` and the model that answers for ``model`` (no import of the models).
+
+    A task with no offline model gets ``local:<its id>``; running it fails with the fix.
+    """
+    if not supports(model):
+        return f"local:{model.id}"
+    return f"local:{_backend(model).describe(model)}"
+
+
 class LocalProvider(Provider):
     """Runs embeddings, sentiment and transcription on this machine's CPU.
 

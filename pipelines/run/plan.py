@@ -7,7 +7,7 @@ uses, so the estimate is the figure the runner will reserve before each request.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines.budget import Ledger, effective_budget, resolve_account
@@ -17,7 +17,10 @@ from pipelines.core.columns import KEY
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.run.cache import ResultCache, TaskCache
+from pipelines.run.pending import PendingBatch, pending_calls, read_batch_rows, sum_usage
+from pipelines.run.settings import RunSettings
 from pipelines.sources import open_source
+from pipelines.tasks.base import Task
 from pipelines.tasks.registry import make_task
 
 
@@ -49,66 +52,78 @@ class Plan:
 
 def plan_job(
     job: Job,
+    settings: RunSettings | None = None,
     *,
-    retry_failed: bool = False,
-    max_neurons: int | None = None,
-    use_cache: bool = True,
     produced_by: str | None = None,
 ) -> Plan:
-    """Count rows and estimate requests and neurons for ``job``."""
+    """Count rows and estimate requests and neurons for ``job`` (no network).
+
+    ``produced_by`` says whose cached answers count (see :func:`results_label`); the
+    default is Cloudflare's model itself."""
+    settings = settings or RunSettings()
     model = get_model(job.task.model)
     task = make_task(job, model, [c for c in job.output.keep if c != KEY])
     source = open_source(job)
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
-    done = store.done_keys(retry_failed=retry_failed)
-    failed = store.failures().height
-    columns = list(
-        dict.fromkeys([*task.input_columns(), *task.keep, *task.extra_columns().values()])
-    )
-    total = pending = unsendable = requests = cached = 0
-    usage = Usage()
-    saved = Usage()
-    cache = ResultCache() if use_cache and task.cacheable else None
+    done = store.done_keys(retry_failed=settings.retry_failed)
+    tally = _Tally(rows_failed=store.failures().height)
+    cache = ResultCache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
-    for batch in source.iter_batches(columns):
-        total += batch.height
-        if done.height:
-            batch = batch.join(done, on=KEY, how="anti")
-        if batch.height == 0:
-            continue
-        pending += batch.height
-        calls, failures = task.prepare(batch)
-        unsendable += len(failures)
-        if reuse is not None and calls:
-            hits, calls, spared = reuse.count_hits(calls)
-            cached += hits
-            saved = saved + spared
-        requests += sum(task.requests_for(c) for c in calls)
-        for call in calls:
-            usage = usage + call.usage
-    if cache is not None:
-        cache.close()
-    budget = effective_budget(job.budget, max_neurons)
+    try:
+        rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)
+        for pending in pending_calls(
+            source, task, done, batch_rows=rows, reuse=reuse, serve_cached=False
+        ):
+            tally.add(pending, task)
+    finally:
+        if cache is not None:
+            cache.close()
+    return _plan(job, task, tally, settings)
+
+
+@dataclass
+class _Tally:
+    rows_failed: int
+    total: int = 0
+    skipped: int = 0
+    unsendable: int = 0
+    requests: int = 0
+    cached: int = 0
+    usage: Usage = field(default_factory=Usage)
+    saved: Usage = field(default_factory=Usage)
+
+    def add(self, pending: PendingBatch, task: Task) -> None:
+        self.total += pending.rows_read
+        self.skipped += pending.rows_skipped
+        self.unsendable += len(pending.failures)
+        self.cached += pending.rows_cached
+        self.saved = self.saved + pending.saved
+        self.requests += sum(task.requests_for(c) for c in pending.calls)
+        self.usage = self.usage + sum_usage(pending.calls)
+
+
+def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
+    budget = effective_budget(job.budget, settings.max_neurons)
     with Ledger(
         account=resolve_account(), daily_neurons=budget.daily_neurons, reserve=budget.reserve
     ) as ledger:
         available = ledger.available()
-    neurons = task.neurons(usage)
+    neurons = task.neurons(tally.usage)
     per_day = budget.daily_neurons - budget.reserve
     return Plan(
         job=job.name,
-        model=model.id,
-        rows_total=total,
-        rows_done=total - pending,
-        rows_failed=failed,
-        rows_pending=pending,
-        rows_unsendable=unsendable,
-        rows_cached=cached,
-        neurons_saved_by_cache=task.neurons(saved),
-        requests=requests,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        audio_minutes=usage.audio_seconds / 60.0,
+        model=task.model.id,
+        rows_total=tally.total,
+        rows_done=tally.skipped,
+        rows_failed=tally.rows_failed,
+        rows_pending=tally.total - tally.skipped,
+        rows_unsendable=tally.unsendable,
+        rows_cached=tally.cached,
+        neurons_saved_by_cache=task.neurons(tally.saved),
+        requests=tally.requests,
+        input_tokens=tally.usage.input_tokens,
+        output_tokens=tally.usage.output_tokens,
+        audio_minutes=tally.usage.audio_seconds / 60.0,
         neurons=neurons,
         daily_neurons=budget.daily_neurons,
         available_today=available,

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 MARGIN = 0.99
 MIN_FRACTION = 0.1
+# The longest pause a server's Retry-After can impose (the same cap as for retries).
+MAX_PAUSE_S = 300.0
 
 
 class RateLimiter:
@@ -62,6 +64,7 @@ class RateLimiter:
         self._successes = 0
         self.rpm = max(self.max_rpm * MIN_FRACTION, self.rpm * 0.8)
         pause = retry_after if retry_after and retry_after > 0 else self.interval * 4
+        pause = min(pause, MAX_PAUSE_S)
         self._pause_until = max(self._pause_until, self._clock() + pause)
         self._next = max(self._next, self._pause_until)
 

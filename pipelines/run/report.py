@@ -1,19 +1,69 @@
-"""What a run did, and the exit code that says so."""
+"""What a run did, why it stopped (a typed reason, never read back from a message), and the
+exit code that says so."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
-from pipelines.core.errors import PipelinesError
+from pipelines.core.errors import BudgetStop, PipelinesError
 
 Status = Literal["completed", "failed_rows", "budget", "interrupted", "aborted"]
-EXIT_CODES: dict[Status, int] = {
-    "completed": 0,
-    "failed_rows": 1,
-    "budget": 3,
-    "interrupted": 130,
-    "aborted": 2,
+
+
+class StopReason(Enum):
+    """Why a run ended."""
+
+    DONE = "done"  # every pending row was processed
+    ROWS_FAILED = "rows_failed"  # done, but some rows failed in this run
+    DAY_CAP = "day_cap"  # the day's neurons are used up (ours or Cloudflare's): resumes at 00:00
+    RUN_CAP = "run_cap"  # --max-neurons is spent: the next run goes on
+    CANNOT_FIT = "cannot_fit"  # a request costs more than a whole day (or run) allows
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM
+    ABORTED = "aborted"  # an error that stops the run (credentials, model, disk)
+
+    @classmethod
+    def of_budget(cls, reason: BudgetStop) -> StopReason:
+        return _OF_BUDGET[reason]
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+    @property
+    def status(self) -> Status:
+        """The coarse status word of manifests and summaries."""
+        return _STATUS[self]
+
+    @property
+    def resumes_after_reset(self) -> bool:
+        """Whether waiting for 00:00 UTC lets the run go on (what ``--wait`` waits for)."""
+        return self is StopReason.DAY_CAP
+
+
+_OF_BUDGET = {
+    BudgetStop.DAY_CAP: StopReason.DAY_CAP,
+    BudgetStop.RUN_CAP: StopReason.RUN_CAP,
+    BudgetStop.CANNOT_FIT: StopReason.CANNOT_FIT,
+}
+_EXIT_CODES = {
+    StopReason.DONE: 0,
+    StopReason.ROWS_FAILED: 1,
+    StopReason.DAY_CAP: 3,
+    StopReason.RUN_CAP: 3,
+    StopReason.CANNOT_FIT: 3,
+    StopReason.INTERRUPTED: 130,
+    StopReason.ABORTED: 2,
+}
+_STATUS: dict[StopReason, Status] = {
+    StopReason.DONE: "completed",
+    StopReason.ROWS_FAILED: "failed_rows",
+    StopReason.DAY_CAP: "budget",
+    StopReason.RUN_CAP: "budget",
+    StopReason.CANNOT_FIT: "budget",
+    StopReason.INTERRUPTED: "interrupted",
+    StopReason.ABORTED: "aborted",
 }
 
 
@@ -23,7 +73,7 @@ class RunReport:
 
     job: str
     run_id: str
-    status: Status = "completed"
+    stop_reason: StopReason = StopReason.DONE
     rows_total: int | None = None
     rows_skipped: int = 0
     rows_done: int = 0
@@ -38,22 +88,40 @@ class RunReport:
     error: PipelinesError | None = field(default=None, repr=False)
 
     @property
+    def status(self) -> Status:
+        return self.stop_reason.status
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.status]
+        return self.stop_reason.exit_code
+
+    @property
+    def rows_left(self) -> int | None:
+        """Rows of the input neither in the output nor failed (None: input size unknown)."""
+        if self.rows_total is None:
+            return None
+        return max(0, self.rows_total - self.output_rows - self.failures_total)
+
+
+def days_left(rows_left: int, neurons_per_row: float, per_day: float) -> float | None:
+    """Days of the daily budget the rows left need at the rate seen (None: unknown)."""
+    if neurons_per_row <= 0 or per_day <= 0:
+        return None
+    return max(0.1, rows_left * neurons_per_row / per_day)
+
+
+RESUME_NOTE = "resumes after 00:00 UTC"
 
 
 def budget_stop_message(
-    stop_message: str, report: RunReport, neurons_per_row: list[float], per_day: float
+    reason: StopReason, stop_message: str, report: RunReport, per_row: float, per_day: float
 ) -> str:
     """Why the budget stopped a run, how many rows are left, and when it goes on."""
-    resume = "; resumes after 00:00 UTC"
-    message = stop_message.removesuffix(resume)
-    # a per-run cap, or a request bigger than a whole day, is not cured by midnight
-    waits = "--max-neurons" not in message and "more than the daily budget" not in message
-    if report.rows_total is not None:
-        left = max(0, report.rows_total - report.output_rows - report.failures_total)
+    message = stop_message
+    left = report.rows_left
+    if left is not None:
         message += f"; {left:,} rows left"
-        neurons, rows = neurons_per_row
-        if waits and rows and per_day > 0:
-            message += f" ≈ {max(0.1, left * neurons / rows / per_day):.1f} more days"
-    return message + (resume if waits else "")
+        days = days_left(left, per_row, per_day) if reason.resumes_after_reset else None
+        if days is not None:
+            message += f" ≈ {days:.1f} more days"
+    return message + (f"; {RESUME_NOTE}" if reason.resumes_after_reset else "")

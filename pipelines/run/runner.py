@@ -2,11 +2,10 @@
 
 One producer streams pending rows from the source (skipping every key already done) and
 packs them into calls on a bounded queue, so memory stays flat whatever the input size.
-N workers take calls, reserve neurons, wait for a rate-limiter slot and call the provider,
-retrying only transient errors; one writer makes each result durable as it arrives. A bad
-row inside a packed request is isolated by splitting the request, a 3021 slows everybody
-down, the daily cap (ours or Cloudflare's) stops the run cleanly and resumably, and an
-authentication failure aborts at once.
+N workers take calls and hand each to the :class:`~pipelines.run.sending.Sender` (budget,
+rate limit, retries, error policy); one writer makes each result durable as it arrives. A
+stop (Ctrl-C, the budget, an abort) ends the intake at once: calls not started stay pending,
+requests in flight finish and are kept; a second Ctrl-C abandons those too.
 """
 
 from __future__ import annotations
@@ -16,47 +15,38 @@ import contextlib
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-import polars as pl
 import pyarrow as pa
 
-from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
-from pipelines.core.errors import (
-    AuthenticationFailed,
-    BudgetExhausted,
-    DailyNeuronsExhausted,
-    InvalidInput,
-    PaidPlanRequired,
-    PipelinesError,
-    RateLimited,
-    TransientError,
-    UnknownModel,
-)
+from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.providers.base import Provider
-from pipelines.providers.retry import RetryPolicy, with_retries
+from pipelines.providers.retry import RetryPolicy
+from pipelines.run.budget_guard import AsyncBudget, Budget
 from pipelines.run.cache import ResultCache, TaskCache
+from pipelines.run.clock import REAL_CLOCK, Clock
+from pipelines.run.pending import pending_calls, read_batch_rows
 from pipelines.run.ratelimit import RateLimiter
-from pipelines.run.report import RunReport, Status, budget_stop_message
+from pipelines.run.report import RunReport, StopReason, budget_stop_message
+from pipelines.run.sending import Outcome, Sender, failures_of
+from pipelines.run.settings import RunSettings
+from pipelines.run.stopping import Stopped, Stopper
 from pipelines.sources import open_source
+from pipelines.sources.base import Source
 from pipelines.tasks.base import Call, RowFailure, Task
 from pipelines.tasks.registry import make_task
 
+T = TypeVar("T")
 
-class Budget(Protocol):
-    """What the runner needs from the neuron ledger."""
-
-    def reserve(self, job: str, model: str, neurons: float) -> Any: ...
-    def commit(self, r: Any, actual_neurons: float) -> None: ...
-    def release(self, r: Any) -> None: ...
-    def available(self) -> float: ...
-    def mark_exhausted(self, note: str = "") -> None: ...
+# How often the progress display is refreshed while nothing arrives (a stalled ledger, a
+# long backoff): the bar must keep moving its clock, never look hung.
+HEARTBEAT_S = 0.5
 
 
 class Progress(Protocol):
@@ -64,168 +54,171 @@ class Progress(Protocol):
 
     def start(self, total: int | None) -> None: ...
     def update(self, rows: int, neurons: float) -> None: ...
+    def refresh(self) -> None: ...
 
 
-@dataclass
-class RunOptions:
-    """Per-run switches from the command line."""
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a run needs besides the job: where requests go and what they may spend."""
 
-    fresh: bool = False
-    retry_failed: bool = False
-    batch_rows: int = 20_000
-
-
-class _Stop(Exception):
-    """Internal: a worker saw a reason to stop taking new work."""
+    provider: Provider
+    budget: Budget
+    produced_by: str
+    cache: ResultCache | None = None
+    progress: Progress | None = None
+    clock: Clock = REAL_CLOCK
 
 
 class Runner:
     """One run of one job. Use :func:`arun_job` unless you need the pieces."""
 
-    def __init__(
-        self,
-        job: Job,
-        provider: Provider,
-        budget: Budget,
-        *,
-        options: RunOptions | None = None,
-        progress: Progress | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        produced_by: str | None = None,
-        cache: ResultCache | None = None,
-    ) -> None:
+    def __init__(self, job: Job, context: RunContext, settings: RunSettings) -> None:
         self.job = job
-        self.provider = provider
-        self.budget = budget
-        self.options = options or RunOptions()
-        self.progress = progress
-        self.sleep = sleep
+        self.ctx = context
+        self.settings = settings
         self.model: ModelInfo = get_model(job.task.model)
-        keep = [c for c in job.output.keep if c != KEY]
-        self.task: Task = make_task(job, self.model, keep)
-        rpm = job.limits.requests_per_minute or self.model.rpm
-        self.limiter = RateLimiter(rpm, clock=clock, sleep=sleep)
-        self.policy = RetryPolicy(max_attempts=job.limits.max_attempts)
+        self.task: Task = make_task(job, self.model, [c for c in job.output.keep if c != KEY])
         self.report = RunReport(job=job.name, run_id=_run_id())
-        self.produced_by = produced_by or provider.produced_by(self.model)
+        self.stopper = Stopper(context.clock)
+        self.budget = AsyncBudget(context.budget)
+        rpm = job.limits.requests_per_minute or self.model.rpm
+        limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
+        self.sender = Sender(
+            job_name=job.name,
+            task=self.task,
+            model=self.model,
+            provider=context.provider,
+            budget=self.budget,
+            limiter=limiter,
+            policy=RetryPolicy(max_attempts=job.limits.max_attempts),
+            stopper=self.stopper,
+            report=self.report,
+        )
         self.store = OutputStore(
             job.output_path,
-            fingerprint=fingerprint(job, self.produced_by),
+            fingerprint=fingerprint(job, context.produced_by),
             meta={
                 "job": job.name,
                 "model": self.model.id,
-                "produced_by": self.produced_by,
+                "produced_by": context.produced_by,
                 "task": job.task.kind,
             },
         )
         self.reuse = (
-            TaskCache(cache, self.task, self.produced_by)
-            if cache is not None and self.task.cacheable
+            TaskCache(context.cache, self.task, context.produced_by)
+            if context.cache is not None and self.task.cacheable
             else None
         )
-        self._stop: Status | None = None
         self._write_failed = False
-        self._stop_message = ""
-        self._abort: PipelinesError | None = None
         self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
         self._out: asyncio.Queue[pa.Table | list[RowFailure] | None] = asyncio.Queue(maxsize=256)
-        self._neurons_per_row: list[float] = [0.0, 0.0]  # neurons, rows (for the days-left figure)
+        self._per_row = [0.0, 0.0]  # neurons, rows answered (for the days-left figure)
+        self._workers: list[asyncio.Task[None]] = []
+        self._abandoned = False
+        self.stopper.on_abandon = self._abandon
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def stop(self, status: Status, message: str = "") -> None:
-        """Stop taking new work; in-flight requests finish and are kept."""
-        if self._stop is None or status == "aborted":
-            self._stop = status
-            self._stop_message = message or self._stop_message
 
     async def run(self) -> RunReport:
         started = time.monotonic()
         source = open_source(self.job)
         self.report.rows_total = source.count()
-        self.store.open(fresh=self.options.fresh)
-        done = self.store.done_keys(retry_failed=self.options.retry_failed)
+        self.store.open(fresh=self.settings.fresh)
         sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
-        schema = self.task.output_schema(sample)
-        if self.progress is not None:
-            total = self.report.rows_total
-            self.progress.start(None if total is None else max(0, total - done.height))
-        self.store.begin(self.report.run_id, schema)
+        self.store.begin(self.report.run_id, self.task.output_schema(sample))
         writer = asyncio.create_task(self._writer())
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.job.limits.concurrency)]
+        heartbeat = asyncio.create_task(self._heartbeat())
+        n = self.job.limits.concurrency
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(n)]
         produced = False
         try:
-            await self._produce(source, done)
-            produced = True
+            produced = await self._produce(source)
         finally:
-            for _ in workers:
-                await self._calls.put(None)
-            await asyncio.gather(*workers, return_exceptions=True)
-            await self._out.put(None)
-            await writer
-            # a run that failed before writing anything leaves no (empty) output behind, and
-            # one whose journal could not be written keeps the previous output as it is
-            writable = not self._write_failed
-            if writable and (produced or self.store.has_journals() or self.store.path.exists()):
-                self.report.output_rows, self.report.failures_total = await asyncio.to_thread(
-                    self.store.finalize
-                )
+            await self._drain(writer)
+            heartbeat.cancel()
+            self.budget.close()
+            await self._finalize(produced)
             self.report.wall_s = time.monotonic() - started
         return self._finish()
 
+    async def _drain(self, writer: asyncio.Task[None]) -> None:
+        if not self._abandoned:
+            for _ in self._workers:
+                await self._calls.put(None)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self._out.put(None)
+        await writer
+
+    async def _finalize(self, produced: bool) -> None:
+        # a run that failed before writing anything leaves no (empty) output behind, and one
+        # whose journal could not be written keeps the previous output as it is
+        if self._write_failed:
+            return
+        if produced or self.store.has_journals() or self.store.path.exists():
+            rows, failures = await asyncio.to_thread(self.store.finalize)
+            self.report.output_rows, self.report.failures_total = rows, failures
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        for worker in self._workers:
+            worker.cancel()
+        while not self._calls.empty():  # nobody takes calls any more: free the producer
+            self._calls.get_nowait()
+
     def _finish(self) -> RunReport:
-        r = self.report
-        if self._abort is not None:
-            r.status, r.error, r.message = "aborted", self._abort, self._abort.message
-        elif self._stop == "budget":
-            r.status, r.message = "budget", self._budget_message()
-        elif self._stop == "interrupted":
-            r.status, r.message = "interrupted", self._stop_message
+        r, stop = self.report, self.stopper
+        if stop.reason is not None:
+            r.stop_reason, r.error = stop.reason, stop.error
+            r.message = stop.message
+            if stop.reason.status == "budget":
+                per_row = self._per_row[0] / self._per_row[1] if self._per_row[1] else 0.0
+                per_day = self.budget.daily_neurons
+                r.message = budget_stop_message(stop.reason, stop.message, r, per_row, per_day)
+        elif self.sender.cannot_fit:
+            r.stop_reason = StopReason.CANNOT_FIT
+            r.message = (
+                f"{self.sender.cannot_fit:,} rows can never fit: {self.sender.cannot_fit_message}"
+            )
         elif r.failures_total:
-            r.status = "failed_rows"
+            r.stop_reason = StopReason.ROWS_FAILED
             r.message = f"{r.failures_total} rows failed; see {self.store.failures_path}"
         return r
 
-    def _budget_message(self) -> str:
-        per_day = float(getattr(self.budget, "daily_neurons", self.job.budget.daily_neurons))
-        return budget_stop_message(self._stop_message, self.report, self._neurons_per_row, per_day)
+    async def _heartbeat(self) -> None:
+        progress = self.ctx.progress
+        if progress is None:
+            return
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            progress.refresh()
 
     # -- producer ------------------------------------------------------------------------
 
-    async def _produce(self, source: Any, done: pl.DataFrame) -> None:
-        columns = list(
-            dict.fromkeys(
-                [*self.task.input_columns(), *self.task.keep, *self.task.extra_columns().values()]
-            )
+    async def _produce(self, source: Source) -> bool:
+        """Queue every pending call; True when the source was read to its end."""
+        done = await asyncio.to_thread(
+            self.store.done_keys, retry_failed=self.settings.retry_failed
         )
-        # read about what the workers can have in flight: a 20,000-row batch of one-text
-        # calls costs ~100 MB of call objects and delays the first request
-        in_flight = self.job.limits.concurrency * self.task.batch_size * 8
-        batch_rows = min(self.options.batch_rows, max(2_000, in_flight))
-        batches = iter(source.iter_batches(columns, batch_rows=batch_rows))
-        while self._stop is None:
-            batch = await asyncio.to_thread(next, batches, None)
-            if batch is None:
-                return
-            if done.height:
-                before = batch.height
-                batch = batch.join(done, on=KEY, how="anti")
-                self.report.rows_skipped += before - batch.height
-            if batch.height == 0:
-                continue
-            calls, failures = await asyncio.to_thread(self.task.prepare, batch)
-            if failures:
-                await self._out.put(failures)
-            if self.reuse is not None and calls:
-                served, calls = await asyncio.to_thread(self.reuse.lookup, calls)
-                for table in served:
-                    self.report.rows_cached += table.num_rows
-                    await self._out.put(table)
-            for call in calls:
-                if self._stop is not None:
-                    return
+        if self.ctx.progress is not None:
+            total = self.report.rows_total
+            self.ctx.progress.start(None if total is None else max(0, total - done.height))
+        rows = read_batch_rows(self.task, self.job.limits.concurrency, self.settings.batch_rows)
+        batches = pending_calls(source, self.task, done, batch_rows=rows, reuse=self.reuse)
+        async for pending in _threaded(batches):
+            self.report.rows_skipped += pending.rows_skipped
+            self.report.rows_cached += pending.rows_cached
+            if pending.failures:
+                await self._out.put(pending.failures)
+            for table in pending.cached:
+                await self._out.put(table)
+            for call in pending.calls:
+                if self.stopper.stopping:
+                    return False
                 await self._calls.put(call)
+                if self._abandoned:
+                    self._calls.get_nowait()
+                    return False
+        return not self.stopper.stopping
 
     # -- workers -------------------------------------------------------------------------
 
@@ -234,132 +227,44 @@ class Runner:
             call = await self._calls.get()
             if call is None:
                 return
-            if self._stop is not None:
+            if self.stopper.stopping:
                 continue  # drain: rows stay pending for the next run
             try:
                 await self._process(call)
-            except _Stop:
+            except Stopped:
                 continue
             except Exception as exc:  # a bug must not silently lose rows: record them
                 error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
-                await self._fail(call, error, 0, retryable=True)
+                await self._out.put(failures_of(call, error, retryable=True))
 
     async def _process(self, call: Call) -> None:
         todo = [call]
-        while todo and self._stop is None:
-            current, rest = self._fit_budget(todo.pop())
-            if rest is not None:
-                todo.append(rest)
-            parts = await self._send(current)
-            if parts:  # a packed request with a bad row: isolate it
-                todo.extend(reversed(parts))
+        while todo and not self.stopper.stopping:
+            current = todo.pop()
+            outcome = await self.sender.send(current, self._prepare)
+            # what did not fit the budget, or the halves of a packed request with a bad row
+            todo.extend(reversed(outcome.parts))
+            await self._deliver(outcome)
 
-    def _fit_budget(self, call: Call) -> tuple[Call, Call | None]:
-        """Shrink a packed call to what the budget still allows (the day's last requests)."""
-        if call.size == 1:
-            return call, None
-        available = self.budget.available()
-        if self._reservation(call.usage) <= available:
-            return call, None
-        for k in range(call.size - 1, 0, -1):
-            if self._reservation(self.task.estimate(call.tokens[:k])) <= available:
-                return self.task.split(call, k)
-        return call, None  # not even one item fits: reserve() says why
+    async def _prepare(self, call: Call) -> list[dict[str, Any]]:
+        # most calls are one request; a long recording is several (one per chunk)
+        return await asyncio.to_thread(self.task.materialize, call)
 
-    def _reservation(self, usage: Usage) -> float:
-        return self.task.neurons(self.task.worst_case(usage))
-
-    async def _send(self, call: Call) -> list[Call] | None:
-        estimate = self._reservation(call.usage)
-        try:
-            reservation = self.budget.reserve(self.job.name, self.model.id, estimate)
-        except BudgetExhausted as exc:
-            self.stop("budget", exc.message)
-            raise _Stop from exc
-        attempts = 0
-        results: list[Any] = []
-
-        async def request(inputs: dict[str, Any]) -> Any:
-            async def attempt() -> Any:
-                nonlocal attempts
-                await self.limiter.acquire()
-                attempts += 1
-                self.report.requests += 1
-                try:
-                    result = await self.provider.run(self.model, inputs)
-                except RateLimited as exc:
-                    self.limiter.penalize(exc.retry_after)
-                    raise
-                self.limiter.reward()
-                return result
-
-            return await with_retries(attempt, self.policy, sleep=self.sleep)
-
-        def settle() -> None:
-            # requests that went through were billed even if a later part failed
-            spent = self.task.neurons(self.task.usage_of(call, results)) if results else 0.0
-            if spent > 0:
-                self.budget.commit(reservation, spent)
-                self.report.neurons += spent
-            else:
-                self.budget.release(reservation)
-
-        try:
-            # most calls are one request; a long recording is several (one per chunk)
-            parts = await asyncio.to_thread(self.task.materialize, call)
-            for inputs in parts:
-                results.append(await request(inputs))
-            result = self.task.combine(call, results)
-            per_item = self.task.parse(call, result)
-        except DailyNeuronsExhausted as exc:
-            settle()
-            self.budget.mark_exhausted(exc.message)
-            self.stop(
-                "budget", f"Cloudflare says the daily neuron allocation is used up ({exc.message})"
-            )
-            raise _Stop from exc
-        except (AuthenticationFailed, PaidPlanRequired, UnknownModel) as exc:
-            settle()
-            self._abort = exc
-            self.stop("aborted", exc.message)
-            raise _Stop from exc
-        except InvalidInput as exc:
-            settle()
-            if call.size > 1:
-                half = call.size // 2
-                return list(self.task.split(call, half))
-            await self._fail(call, exc, attempts, retryable=False)
-            return None
-        except TransientError as exc:
-            settle()
-            await self._fail(call, exc, attempts, retryable=True)
-            return None
-        spent = self.task.neurons(self.task.usage_of(call, results))
-        self.budget.commit(reservation, spent)
-        self.report.neurons += spent
-        self._neurons_per_row[0] += spent
-        self._neurons_per_row[1] += call.rows.height
-        if self.reuse is not None:
-            await asyncio.to_thread(self.reuse.store, call, per_item)
-        await self._out.put(self.task.output_table(call, per_item))
-        return None
-
-    async def _fail(
-        self, call: Call, exc: PipelinesError, attempts: int, *, retryable: bool
-    ) -> None:
-        status = getattr(exc, "status", None)
-        code = getattr(exc, "code", None)
-        rows = [
-            RowFailure(k, type(exc).__name__, exc.message, code, status, attempts, retryable)
-            for k in call.rows.get_column(KEY).to_list()
-        ]
-        await self._out.put(rows)
+    async def _deliver(self, outcome: Outcome) -> None:
+        if outcome.failures:
+            await self._out.put(outcome.failures)
+        if outcome.table is None:
+            return
+        self._per_row[0] += outcome.spent
+        self._per_row[1] += outcome.table.num_rows
+        if self.reuse is not None and outcome.call is not None and outcome.per_item is not None:
+            await asyncio.to_thread(self.reuse.store, outcome.call, outcome.per_item)
+        await self._out.put(outcome.table)
 
     # -- writer --------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        finished = False
-        broken = False
+        finished = broken = False
         while not finished:
             items = [await self._out.get()]
             while not self._out.empty():
@@ -373,8 +278,7 @@ class Runner:
                 await self._write(tables, failures)
             except PipelinesError as exc:  # disk full, folder gone read-only
                 broken = self._write_failed = True
-                self._abort = exc
-                self.stop("aborted", exc.message)
+                self.stopper.abort(exc)
 
     async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
         if tables:
@@ -384,46 +288,32 @@ class Runner:
         if failures:
             await asyncio.to_thread(self.store.write_failures, failures)
             self.report.rows_failed += len(failures)
-        if self.progress is not None and (tables or failures):
+        if self.ctx.progress is not None and (tables or failures):
             rows = sum(t.num_rows for t in tables) + len(failures)
-            self.progress.update(rows, self.report.neurons)
+            self.ctx.progress.update(rows, self.report.neurons)
+
+
+async def _threaded(items: Iterator[T]) -> AsyncIterator[T]:
+    """Iterate a blocking iterator on a worker thread, one item at a time."""
+    while True:
+        item = await asyncio.to_thread(next, items, None)
+        if item is None:
+            return
+        yield item
 
 
 def _run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-async def arun_job(
-    job: Job,
-    provider: Provider,
-    budget: Budget,
-    *,
-    options: RunOptions | None = None,
-    progress: Progress | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    produced_by: str | None = None,
-    cache: ResultCache | None = None,
-) -> RunReport:
-    """Run ``job`` once with ``provider``, spending at most what ``budget`` grants."""
-    runner = Runner(
-        job,
-        provider,
-        budget,
-        options=options,
-        progress=progress,
-        sleep=sleep,
-        clock=clock,
-        produced_by=produced_by,
-        cache=cache,
-    )
+async def arun_job(job: Job, context: RunContext, settings: RunSettings | None = None) -> RunReport:
+    """Run ``job`` once with ``context.provider``, spending at most what its budget grants."""
+    runner = Runner(job, context, settings or RunSettings())
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(
-                sig, runner.stop, "interrupted", "interrupted; re-run to resume"
-            )
+            loop.add_signal_handler(sig, runner.stopper.signal)
             installed.append(sig)
     try:
         return await runner.run()

@@ -1,0 +1,21 @@
+"""The switches of one ``pipelines run``: built once (by the CLI, or by a library caller) and
+passed down whole, so no layer re-declares them as keyword arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-run switches; the job file says everything else."""
+
+    provider: str | None = None  # overrides the job's ``provider`` (None: the job's, or auto)
+    base_url: str | None = None  # overrides the job's ``base_url`` and the environment
+    fresh: bool = False  # discard the existing output first (first pass only, with --wait)
+    retry_failed: bool = False  # send rows that failed permanently once more
+    max_neurons: int | None = None  # cap on what this run may spend (beats the job's)
+    wait: bool = False  # at the daily cap, sleep until 00:00 UTC and go on
+    progress: bool = False  # show a progress bar
+    use_cache: bool = True  # answer identical inputs from the result cache
+    batch_rows: int = 20_000  # the most source rows read at once
