@@ -1,4 +1,8 @@
-"""``pipelines run`` and ``pipelines plan``."""
+"""``pipelines run`` and ``pipelines plan``.
+
+The runner, the planner and the launcher are imported inside the commands: they load httpx
+and polars, which ``--help`` does not need.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.job.load import load_job, load_jobs
-from pipelines.run.report import RunReport
-from pipelines.run.runner import RunOptions
+
+if TYPE_CHECKING:
+    from pipelines.run.report import RunReport
 
 
 def _summary(report: RunReport) -> str:
@@ -64,6 +70,7 @@ def run(
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
     from pipelines.ops.jobset import arun_jobs, overall_exit_code
     from pipelines.ops.logs import configure_logging
+    from pipelines.run.runner import RunOptions
 
     configure_logging("json" if log_format == "json" else "text")
     loaded = load_jobs(jobs)
