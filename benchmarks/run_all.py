@@ -77,6 +77,7 @@ BENCHES = [
     Bench("P3", "client_cpu.py", ["--short"], []),
     Bench("P4", "memory.py", ["--short"], []),
     Bench("P5", "wall_time.py", ["--short"], []),
+    Bench("P6", "startup.py", ["--short"], []),
 ]
 
 

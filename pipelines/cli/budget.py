@@ -15,15 +15,16 @@ from pipelines.budget.config import effective_budget, resolve_account
 from pipelines.budget.ledger import Ledger
 from pipelines.budget.records import DayUsage, format_neurons
 from pipelines.core.errors import JobError
-from pipelines.providers.base import ProviderSettings
 
 
 async def fetch_account_usage(day: str, account: str) -> dict[str, float]:
     """Neurons per model the account used on ``day`` (``YYYY-MM-DD``), from its analytics.
 
-    Tests replace this function. The provider is imported here, not at the top, so that
-    the other commands do not load the HTTP stack.
+    Tests replace this function. The providers are imported here, not at the top, so that
+    ``pipelines budget`` without ``--sync`` (and every other command) does not load the
+    HTTP stack.
     """
+    from pipelines.providers.base import ProviderSettings
     from pipelines.providers.cloudflare import CloudflareProvider
 
     settings = replace(ProviderSettings.from_env(), account_id=account)

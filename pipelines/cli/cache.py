@@ -1,12 +1,14 @@
-"""``pipelines cache stats`` and ``pipelines cache prune``."""
+"""``pipelines cache stats`` and ``pipelines cache prune``.
+
+The cache is imported inside the commands: it loads polars and pyarrow, which ``--help``
+does not need.
+"""
 
 from __future__ import annotations
 
 import json
 
 import click
-
-from pipelines.run.cache import ResultCache
 
 
 @click.group()
@@ -18,6 +20,8 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def stats(as_json: bool) -> None:
     """Entries, size and hits, per model."""
+    from pipelines.run.cache import ResultCache
+
     with ResultCache() as store:
         data = store.stats()
     if as_json:
@@ -39,6 +43,8 @@ def stats(as_json: bool) -> None:
 @click.option("--max-mb", type=click.FloatRange(min=0), default=None, help="Keep at most this.")
 def prune(older_than_days: float | None, max_mb: float | None) -> None:
     """Drop entries unused for a while, or the least recently used beyond a size."""
+    from pipelines.run.cache import ResultCache
+
     if older_than_days is None and max_mb is None:
         raise click.UsageError("say what to prune: --older-than-days N and/or --max-mb N")
     max_bytes = int(max_mb * 1e6) if max_mb is not None else None

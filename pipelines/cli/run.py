@@ -1,4 +1,8 @@
-"""``pipelines run`` and ``pipelines plan``."""
+"""``pipelines run`` and ``pipelines plan``.
+
+The runner, the planner and the launcher are imported inside the commands: they load httpx
+and polars, which ``--help`` does not need.
+"""
 
 from __future__ import annotations
 

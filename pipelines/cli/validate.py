@@ -10,11 +10,13 @@ import click
 from pipelines.core.errors import JobError, SourceError
 from pipelines.job.load import job_files, load_job
 from pipelines.job.spec import Job
-from pipelines.sources import open_source
 
 
 def _check_one(path: str) -> tuple[Job | None, str]:
     """The job (``None`` when invalid) and the line to print for it."""
+    # here, not at the top: the sources load polars, which `schema` and --help do not need
+    from pipelines.sources import open_source
+
     try:
         job = load_job(path)
     except JobError as exc:
