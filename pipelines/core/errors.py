@@ -145,3 +145,14 @@ class DailyNeuronsExhausted(TerminalError):
     """The account's daily neuron allocation is used up; nothing works before 00:00 UTC."""
 
     exit_code = 3
+
+
+class CredentialsError(JobError):
+    """The API token (CLOUDFLARE_API_TOKEN or the file CLOUDFLARE_API_TOKEN_FILE names)
+    cannot be read or cannot be a token; the message names the variable, never the value."""
+
+
+class StateError(PipelinesError):
+    """The state folder, or a database in it (ledger, cache), cannot be used (exit 2)."""
+
+    exit_code = 2

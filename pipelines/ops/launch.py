@@ -30,7 +30,7 @@ from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
 from pipelines.providers.base import Provider, ProviderSettings
-from pipelines.run.cache import CACHE_FILE, ResultCache
+from pipelines.run.cache import CACHE_FILE, open_cache
 from pipelines.run.report import RunReport
 from pipelines.run.runner import Budget, RunOptions, arun_job
 
@@ -263,7 +263,7 @@ async def arun_once(
             budget: Budget = RunBudget(ledger, settings.max_neurons)
             # a rehearsal keeps its own cache next to its own ledger
             cache_path = session.ledger_path.with_name(CACHE_FILE) if session.ledger_path else None
-            cache = ResultCache(cache_path) if use_cache else None
+            cache = open_cache(cache_path) if use_cache else None  # optional: may warn
             bar = TqdmProgress(job.name) if progress else None
             started = datetime.now(UTC)
             name = "emulator" if session.account == "emulator" else session.provider.name

@@ -16,7 +16,7 @@ from pipelines.catalog.models import get_model
 from pipelines.core.columns import KEY
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
-from pipelines.run.cache import ResultCache, TaskCache
+from pipelines.run.cache import TaskCache, open_cache
 from pipelines.sources import open_source
 from pipelines.tasks.registry import make_task
 
@@ -68,7 +68,7 @@ def plan_job(
     total = pending = unsendable = requests = cached = 0
     usage = Usage()
     saved = Usage()
-    cache = ResultCache() if use_cache and task.cacheable else None
+    cache = open_cache() if use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     for batch in source.iter_batches(columns):
         total += batch.height
