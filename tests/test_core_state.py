@@ -85,7 +85,7 @@ def test_a_garbage_ledger_stops_the_run_with_one_error_and_stays_as_it_was(
     state().mkdir(parents=True)
     ledger = state() / "ledger.sqlite3"
     ledger.write_bytes(GARBAGE)
-    code, out, err = cli("run", "--no-progress", str(write_job(tmp_path)))
+    code, _out, err = cli("run", "--no-progress", str(write_job(tmp_path)))
     line = one_error(code, err)
     assert str(ledger) in line and "not a SQLite database" in line
     assert ledger.read_bytes() == GARBAGE  # the cap's record is never silently replaced
@@ -110,7 +110,7 @@ def test_a_garbage_cache_is_a_warning_and_the_run_goes_on_without_it(
     state().mkdir(parents=True)
     cache = state() / "cache.sqlite3"
     cache.write_bytes(GARBAGE)
-    code, out, err = cli("run", "--no-progress", str(write_job(tmp_path)))
+    code, _out, err = cli("run", "--no-progress", str(write_job(tmp_path)))
     assert code == 0, err
     assert not [line for line in err.splitlines() if line.startswith("error:")], err
     warning = [line for line in err.splitlines() if "cache" in line and str(cache) in line]
@@ -121,7 +121,7 @@ def test_a_garbage_cache_is_a_warning_and_the_run_goes_on_without_it(
 
 def test_an_unopenable_cache_is_a_warning_for_plan_too(tmp_path: Path, cloud_env: None) -> None:
     (state() / "cache.sqlite3").mkdir(parents=True)  # a folder where the file should be
-    code, out, err = cli("plan", str(write_job(tmp_path)))
+    code, _out, err = cli("plan", str(write_job(tmp_path)))
     assert code == 0, err
     assert "cache" in err and "without" in err, err
 

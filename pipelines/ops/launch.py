@@ -9,7 +9,6 @@ reset whenever the budget stops the run, then carries on.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import httpx
 
 from pipelines.budget import Ledger, effective_budget
 from pipelines.core.errors import BudgetExhausted, JobError, PipelinesError
+from pipelines.core.urls import is_loopback
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
@@ -82,22 +82,9 @@ class RunBudget:
         self.ledger.mark_exhausted(note)
 
 
-def _is_loopback(url: str) -> bool:
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def emulator_day_fn(base_url: str, client: httpx.Client) -> Callable[[], str] | None:
     """When ``base_url`` is a local emulator, the ledger follows its emulated day."""
-    if not _is_loopback(base_url):
+    if not is_loopback(base_url):
         return None
     parts = urlsplit(base_url)
     stats = f"{parts.scheme}://{parts.netloc}/__emulator/stats"
@@ -128,28 +115,12 @@ class Session:
     produced_by: str | None = None  # overrides the provider's own answer (rehearsals)
 
 
-def _check_base_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        _ = parts.port  # raises for a port out of range
-    except ValueError:
-        ok = False
-    if not ok or any(c.isspace() for c in url):
-        raise JobError(
-            f"invalid API base URL {url!r}: give an http(s) URL such as "
-            "https://api.cloudflare.com/client/v4 (--base-url, job base_url or "
-            "CLOUDFLARE_API_BASE_URL)"
-        )
-
-
 def choose_provider(
     job: Job, name: str | None, base_url: str | None
 ) -> tuple[str, ProviderSettings]:
     """Which provider runs the job (``auto`` resolved) and the Cloudflare settings."""
     chosen = name or job.provider
-    settings = ProviderSettings.from_env(base_url or job.base_url)
-    _check_base_url(settings.base_url)
+    settings = ProviderSettings.from_env(base_url or job.base_url)  # checks the URL
     if chosen == "auto":
         chosen = "cloudflare" if settings.account_id and settings.token else "local"
     return chosen, settings
@@ -159,7 +130,7 @@ def results_label(job: Job, name: str | None, base_url: str | None) -> str:
     """Who computes the results: keeps made-up (emulator) or local answers apart from real
     ones, in the output's fingerprint and in the result cache. No network."""
     chosen, settings = choose_provider(job, name, base_url)
-    if chosen == "emulator" or (chosen == "cloudflare" and _is_loopback(settings.base_url)):
+    if chosen == "emulator" or (chosen == "cloudflare" and is_loopback(settings.base_url)):
         return f"emulator:{job.task.model}"
     if chosen == "local":
         from pipelines.catalog.models import get_model

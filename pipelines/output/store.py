@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from pipelines.core.columns import KEY
 from pipelines.core.errors import OutputError
 from pipelines.core.files import atomic_path, atomic_write, tmp_pattern
+from pipelines.core.secrets import mask, secret_values
 from pipelines.job.spec import Job
 from pipelines.output.journal import Journal, read_journal
 from pipelines.tasks.base import RowFailure
@@ -254,13 +255,14 @@ class OutputStore:
         if self._failures is None:
             self._failures = Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
         now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
+        secrets = secret_values()  # the last guard: a message quoting the token, in any form
         table = pa.table(
             {
                 KEY: [f.key for f in failures],
                 "error": [f.error for f in failures],
                 "code": pa.array([f.code for f in failures], pa.int32()),
                 "status": pa.array([f.status for f in failures], pa.int32()),
-                "message": [f.message for f in failures],
+                "message": [mask(f.message, secrets) for f in failures],
                 "attempts": pa.array([f.attempts for f in failures], pa.int32()),
                 "retryable": [f.retryable for f in failures],
                 "run_id": [self.run_id] * len(failures),

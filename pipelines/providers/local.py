@@ -53,15 +53,6 @@ def _backend(model: ModelInfo) -> _Backend:
     )
 
 
-def supports(model: ModelInfo) -> bool:
-    """Whether the local provider has an offline model for ``model``'s task."""
-    try:
-        _backend(model)
-    except JobError:
-        return False
-    return True
-
-
 class LocalProvider(Provider):
     """Runs embeddings, sentiment and transcription on this machine's CPU.
 
