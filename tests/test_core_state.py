@@ -212,3 +212,16 @@ def test_ensure_state_dir_creates_the_default_and_checks_it(
     with pytest.raises(StateError) as info:
         ensure_state_dir()
     assert "set PIPELINES_STATE_DIR" in info.value.message  # unset: say how to choose one
+
+
+def test_a_schedule_whose_log_cannot_live_in_the_state_folder_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = write_job(tmp_path)
+    folder = _file_as_state(tmp_path)
+    monkeypatch.setenv("PIPELINES_STATE_DIR", str(folder))
+    monkeypatch.setenv("PIPELINES_SYSTEMD_DIR", str(tmp_path / "units"))
+    code, _, err = cli("schedule", "install", "--systemd", "--at", "00:30", str(job))
+    line = one_error(code, err)
+    assert "PIPELINES_STATE_DIR" in line and str(folder / "logs") in line, line
+    assert not list((tmp_path / "units").glob("*.service"))

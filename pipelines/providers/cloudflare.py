@@ -22,7 +22,7 @@ from pipelines.core.errors import (
     ProviderError,
     ServerError,
 )
-from pipelines.core.secrets import check_token, mask
+from pipelines.core.secrets import check_token, mask, secret_values
 from pipelines.core.urls import DEFAULT_BASE_URL, check_base_url
 from pipelines.providers.base import Provider, ProviderSettings
 from pipelines.providers.wire import (
@@ -221,7 +221,7 @@ class CloudflareProvider(Provider):
             yield
         except ProviderError as exc:
             # in any form: httpx quotes header values escaped, URLs percent-encoded
-            clean = mask(exc.message, [self._settings.token])
+            clean = mask(exc.message, [self._settings.token, *secret_values()])
             if clean != exc.message:
                 exc.message = clean
                 exc.args = (clean,)
