@@ -8,7 +8,6 @@ from pipelines.budget.config import (
     default_ledger_path,
     effective_budget,
     resolve_account,
-    state_dir,
 )
 from pipelines.budget.ledger import Ledger
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
@@ -24,6 +23,5 @@ __all__ = [
     "next_reset",
     "resolve_account",
     "seconds_until_reset",
-    "state_dir",
     "utc_today",
 ]

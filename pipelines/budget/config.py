@@ -17,20 +17,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.core.errors import JobError
+from pipelines.core.state import state_dir
 from pipelines.job.spec import BudgetSpec
 
 LEDGER_FILE = "ledger.sqlite3"
 CONFIG_FILE = "config.yaml"
 
 
-def state_dir() -> Path:
-    """``$PIPELINES_STATE_DIR``, else the platform's per-user state folder."""
-    env = os.environ.get("PIPELINES_STATE_DIR")
-    return Path(env).expanduser() if env else Path(platformdirs.user_state_dir("pipelines"))
-
-
 def default_ledger_path() -> Path:
-    """Where the ledger lives unless told otherwise."""
+    """Where the ledger lives unless told otherwise (the state folder is not checked)."""
     return state_dir() / LEDGER_FILE
 
 

@@ -20,10 +20,12 @@ from types import TracebackType
 from typing import Any
 
 from pipelines.budget import clock
-from pipelines.budget.config import default_ledger_path
+from pipelines.budget.config import LEDGER_FILE
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
 from pipelines.core.errors import BudgetExhausted, BudgetStop
 from pipelines.core.processes import pid_alive
+from pipelines.core.sqlite import open_database
+from pipelines.core.state import ensure_state_dir
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
 
@@ -32,7 +34,6 @@ DEFAULT_DAILY_NEURONS = 10_000.0
 _EPSILON = 1e-9
 
 _SCHEMA = """
-BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account TEXT NOT NULL, day TEXT NOT NULL, job TEXT NOT NULL, model TEXT NOT NULL,
@@ -54,8 +55,6 @@ CREATE TABLE IF NOT EXISTS days (
     exhausted_at REAL, note TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (account, day)
 );
-PRAGMA user_version = 1;
-COMMIT;
 """
 
 # Usage the account's analytics reported beyond ours shows up under this job name.
@@ -76,7 +75,7 @@ class Ledger:
     ) -> None:
         if daily_neurons <= 0 or reserve < 0:
             raise ValueError("daily_neurons must be > 0 and reserve >= 0")
-        self.path = path if path is not None else default_ledger_path()
+        self.path = path if path is not None else ensure_state_dir() / LEDGER_FILE
         self.account = account
         self.daily_neurons = float(daily_neurons)
         self.reserve_neurons = float(reserve)
@@ -85,30 +84,14 @@ class Ledger:
         # Settled ids of this instance: committing or releasing twice must not count twice.
         self._settled: set[int] = set()
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        # A damaged ledger is an error, never replaced: it is what keeps runs under the cap.
+        self._conn = open_database(
+            self.path,
+            schema=_SCHEMA,
+            what="neuron ledger",
+            forgets=" (a new one does not know what was spent today: `pipelines budget "
+            "--sync` reads it back from the account)",
         )
-        self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._setup()
-
-    def _setup(self) -> None:
-        # Switching to WAL needs a moment of exclusive access; processes opening a new
-        # ledger together can see SQLITE_BUSY here even with a busy timeout.
-        for attempt in range(50):
-            try:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                if self._conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                    self._conn.executescript(_SCHEMA)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                time.sleep(0.02 * (attempt + 1))
-        raise sqlite3.OperationalError(f"cannot open the neuron ledger {self.path}: locked")
 
     # -- plumbing ---------------------------------------------------------------------
 

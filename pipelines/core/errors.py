@@ -186,3 +186,14 @@ class DailyNeuronsExhausted(TerminalError):
 
     exit_code = 3
     scope = Scope.DAY
+
+
+class CredentialsError(JobError):
+    """The API token (CLOUDFLARE_API_TOKEN or the file CLOUDFLARE_API_TOKEN_FILE names)
+    cannot be read or cannot be a token; the message names the variable, never the value."""
+
+
+class StateError(PipelinesError):
+    """The state folder, or a database in it (ledger, cache), cannot be used (exit 2)."""
+
+    exit_code = 2

@@ -12,10 +12,10 @@ import glob
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pipelines.catalog.languages import describe_languages, normalize_language
 from pipelines.catalog.models import ModelInfo, get_model, has_model, schema_properties
+from pipelines.core.urls import url_problem
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
 
@@ -195,20 +195,6 @@ def _check_model(job: Job, problems: Problems) -> ModelInfo | None:
     return model
 
 
-def _url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be an API base URL, or ``None``."""
-    if not url.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # out of range: ValueError
-    except ValueError as exc:
-        return f"is not a valid URL ({exc}); e.g. http://127.0.0.1:8787/client/v4"
-    if not parts.hostname or any(ch.isspace() or ch == "\0" for ch in url):
-        return "is not a valid URL (no host name, or spaces in it)"
-    return None
-
-
 def _at(job: Job, loc: tuple[str, str]) -> str:
     return str(getattr(getattr(job, loc[0]), loc[1]))
 
@@ -239,7 +225,7 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
             problems.add(("output", key), "only transcribe jobs write subtitles")
     if job.budget.reserve >= job.budget.daily_neurons:
         problems.add(("budget", "reserve"), "must be below budget.daily_neurons")
-    if job.base_url is not None and (why := _url_problem(job.base_url)) is not None:
+    if job.base_url is not None and (why := url_problem(job.base_url)) is not None:
         problems.add(("base_url",), why)
     params = _check_params(job, model, problems) if model else dict(task.params)
     _check_translate(job, params, problems)

@@ -18,7 +18,7 @@ from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
 from pipelines.providers.registry import Binding, choose, open_binding
 from pipelines.run.budget_guard import RunBudget
-from pipelines.run.cache import CACHE_FILE, ResultCache
+from pipelines.run.cache import CACHE_FILE, ResultCache, open_cache
 from pipelines.run.report import RunReport
 from pipelines.run.runner import RunContext, arun_job
 from pipelines.run.settings import RunSettings
@@ -53,7 +53,7 @@ def _cache_for(binding: Binding, settings: RunSettings) -> ResultCache | None:
         return None
     # a rehearsal keeps its own cache next to its own ledger
     path = binding.ledger_path.with_name(CACHE_FILE) if binding.ledger_path else None
-    return ResultCache(path)
+    return open_cache(path)
 
 
 async def arun_once(job: Job, settings: RunSettings) -> RunReport:

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-LOGGER = "pipelines"
-MASK = "***"
-LogFormat = Literal["text", "json"]
+from pipelines.core.secrets import mask, secret_values
 
-# Shorter values are not real tokens; masking them would garble every line they occur in.
-_MIN_SECRET = 4
-_token_file_cache: dict[str, tuple[int, str]] = {}
+LOGGER = "pipelines"
+LogFormat = Literal["text", "json"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RESERVED = frozenset(
@@ -31,39 +27,15 @@ _RESERVED = frozenset(
 )
 
 
-def _token_file_secret(path: str) -> str:
-    try:
-        mtime = os.stat(path).st_mtime_ns
-    except OSError:
-        return ""
-    cached = _token_file_cache.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            value = fh.read().strip()
-    except OSError:
-        value = ""
-    _token_file_cache[path] = (mtime, value)
-    return value
-
-
 def secrets() -> list[str]:
     """The values that must never be written: the API token, from the env or its file."""
-    found = [os.environ.get("CLOUDFLARE_API_TOKEN", "").strip()]
-    token_file = os.environ.get("CLOUDFLARE_API_TOKEN_FILE")
-    if token_file:
-        found.append(_token_file_secret(token_file))
-    # Longest first, so a token that contains another is masked whole.
-    return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+    return secret_values()
 
 
 def redact(text: str) -> str:
-    """``text`` with every occurrence of the API token replaced by ``***``."""
-    for secret in secrets():
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+    """``text`` with the API token, in any escaped form, replaced by ``***``."""
+    found = secret_values()
+    return mask(text, found) if found else text
 
 
 def redact_value(value: Any) -> Any:

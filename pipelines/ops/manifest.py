@@ -8,15 +8,14 @@ lands in a manifest.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines.core.errors import OutputError
+from pipelines.core.files import atomic_write
 from pipelines.job.spec import Job
 from pipelines.ops.logs import redact, redact_value
 from pipelines.output.store import failures_path_for
@@ -196,16 +195,9 @@ def write_manifest(
         "history": history[-HISTORY_RUNS:],
     }
     text = redact(json.dumps(redact_value(manifest), indent=2, default=str)) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
     return path

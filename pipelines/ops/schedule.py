@@ -25,8 +25,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pipelines.budget import state_dir
 from pipelines.core.errors import JobError
+from pipelines.core.files import atomic_write
+from pipelines.core.state import STATE_DIR_VAR, state_dir
 
 MARK = "# pipelines-schedule"
 DEFAULT_NAME = "nightly"
@@ -35,6 +36,7 @@ CARRIED_ENV = (
     "CLOUDFLARE_ACCOUNT_ID",
     "CLOUDFLARE_API_TOKEN_FILE",
     "CLOUDFLARE_API_BASE_URL",
+    "CLOUDFLARE_BASE_URL",
     "PIPELINES_STATE_DIR",
     "PIPELINES_CONFIG",
 )
@@ -64,6 +66,17 @@ def check_name(name: str) -> str:
 def default_log_path() -> Path:
     """``<state dir>/logs/pipelines.log``."""
     return state_dir() / "logs" / "pipelines.log"
+
+
+def ensure_log_folder(log: Path) -> None:
+    """Create the folder of the runs' log; :class:`JobError` naming it when that fails."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(
+            f"cannot create the log folder {log.parent} ({exc.strerror or exc}); choose a "
+            f"writable --log, or point {STATE_DIR_VAR} at a folder this user can write"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -225,7 +238,7 @@ def install_cron(spec: ScheduleSpec, *, crontab_cmd: Sequence[str] | None = None
     """Add (or replace) ``spec``'s entry in the user crontab; the lines written."""
     kept, _ = _without(read_crontab(crontab_cmd), spec.name)
     lines = cron_lines(spec)
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    ensure_log_folder(spec.log)
     write_crontab("\n".join([*kept, *lines]) + "\n", crontab_cmd)
     return lines
 
@@ -281,13 +294,11 @@ def install_systemd(spec: ScheduleSpec, *, unit_dir: Path | None = None) -> list
     """Write ``spec``'s service and timer units; the files written."""
     folder = systemd_dir(unit_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    ensure_log_folder(spec.log)
     written = []
     for file, text in systemd_units(spec).items():
         path = folder / file
-        tmp = path.with_name(f".{file}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
         written.append(path)
     return written
 

@@ -15,16 +15,6 @@ from pathlib import Path
 import pyarrow as pa
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_journal(path: Path) -> Iterator[pa.RecordBatch]:
     """Complete record batches of a journal; a torn tail (crash mid-write) ends the read."""
     try:

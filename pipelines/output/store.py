@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -26,8 +25,10 @@ import pyarrow.parquet as pq
 
 from pipelines.core.columns import KEY
 from pipelines.core.errors import OutputError
+from pipelines.core.files import atomic_path, atomic_write, tmp_pattern
+from pipelines.core.secrets import mask, secret_values
 from pipelines.job.spec import Job
-from pipelines.output.journal import Journal, fsync_dir, read_journal
+from pipelines.output.journal import Journal, read_journal
 from pipelines.tasks.base import RowFailure
 
 SCHEMA_VERSION = "1"
@@ -117,21 +118,25 @@ class OutputStore:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         self._check_fingerprint()
-        for folder in (self.work, self.path.parent):
-            for tmp in folder.glob(f".{self.path.name}.tmp-*"):
-                tmp.unlink(missing_ok=True)
+        self._sweep_temporary_files()
         self._drop_consumed()
         meta = {"fingerprint": self.fingerprint, "schema_version": SCHEMA_VERSION}
-        tmp = self.work / "meta.json.tmp"
         try:
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            os.replace(tmp, self.work / "meta.json")
+            atomic_write(self.work / "meta.json", json.dumps(meta))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(
                 f"cannot write to {self.work} ({exc.strerror or exc}); free some space or "
                 "choose a writable output.path"
             ) from exc
+
+    def _sweep_temporary_files(self) -> None:
+        """What a crash in the middle of an atomic write left behind (this and older
+        versions' names)."""
+        for target in (self.path, self.failures_path, self.work / "meta.json"):
+            for tmp in target.parent.glob(tmp_pattern(target)):
+                tmp.unlink(missing_ok=True)
+        for old in (*self.work.glob(f".{self.path.name}.tmp-*"), self.work / "meta.json.tmp"):
+            old.unlink(missing_ok=True)
 
     def _check_fingerprint(self) -> None:
         found: list[tuple[str, str]] = []
@@ -250,13 +255,14 @@ class OutputStore:
         if self._failures is None:
             self._failures = Journal(self.work / f"failures-{self.run_id}.arrow", FAILURE_SCHEMA)
         now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms", tz="UTC"))
+        secrets = secret_values()  # the last guard: a message quoting the token, in any form
         table = pa.table(
             {
                 KEY: [f.key for f in failures],
                 "error": [f.error for f in failures],
                 "code": pa.array([f.code for f in failures], pa.int32()),
                 "status": pa.array([f.status for f in failures], pa.int32()),
-                "message": [f.message for f in failures],
+                "message": [mask(f.message, secrets) for f in failures],
                 "attempts": pa.array([f.attempts for f in failures], pa.int32()),
                 "retryable": [f.retryable for f in failures],
                 "run_id": [self.run_id] * len(failures),
@@ -303,10 +309,12 @@ class OutputStore:
         schema = self.schema.with_metadata(
             self._metadata([p.name for p in result_journals], previous)
         )
-        tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
         rows = 0
         try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            with (
+                atomic_path(self.path) as tmp,
+                pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+            ):
                 buffer: list[pa.RecordBatch] = []
                 buffered = 0
                 for batch in self._all_result_batches(result_journals):
@@ -325,18 +333,12 @@ class OutputStore:
                 if buffer:
                     writer.write_table(pa.Table.from_batches(buffer, schema=self.schema))
                     rows += buffered
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(
                 f"existing output {self.path} does not match this job's columns ({exc}); "
                 "re-run with --fresh"
             ) from exc
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(
                 f"could not write {self.path} ({exc.strerror or exc}); the previous output "
                 "is intact and the results are kept for the next run"
@@ -359,23 +361,13 @@ class OutputStore:
         previous = file_metadata(self.failures_path) if self.failures_path.exists() else {}
         table = failures.to_arrow().cast(FAILURE_SCHEMA)
         table = table.replace_schema_metadata(self._metadata([p.name for p in journals], previous))
-        tmp = self.work / f".{self.path.name}.tmp-failures-{os.getpid()}"
         try:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.failures_path)
+            with atomic_path(self.failures_path) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(
                 f"could not write {self.failures_path} ({exc.strerror or exc}); the output "
                 "is written, and the failures are kept for the next run"
             ) from exc
-        fsync_dir(self.failures_path.parent)
         for journal in journals:
             journal.unlink(missing_ok=True)
-
-    def summary(self) -> dict[str, Any]:
-        """Rows in the output and failures, for status displays."""
-        rows = pq.ParquetFile(self.path).metadata.num_rows if self.path.exists() else 0
-        return {"rows": rows, "failures": self.failures().height}

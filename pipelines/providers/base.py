@@ -15,8 +15,10 @@ from types import TracebackType
 from typing import Any
 
 from pipelines.catalog.models import ModelInfo
+from pipelines.core.secrets import read_token
+from pipelines.core.urls import DEFAULT_BASE_URL, resolve_base_url
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+__all__ = ["DEFAULT_BASE_URL", "Provider", "ProviderSettings"]
 
 
 @dataclass(frozen=True)
@@ -36,21 +38,15 @@ class ProviderSettings:
 
     @classmethod
     def from_env(cls, base_url: str | None = None) -> ProviderSettings:
-        """Read CLOUDFLARE_ACCOUNT_ID / CLOUDFLARE_API_TOKEN / CLOUDFLARE_API_BASE_URL.
-
-        ``CLOUDFLARE_API_TOKEN_FILE`` may name a file holding the token instead.
+        """Read CLOUDFLARE_ACCOUNT_ID, the token (CLOUDFLARE_API_TOKEN or the file
+        CLOUDFLARE_API_TOKEN_FILE names) and the base URL (``base_url``, else
+        CLOUDFLARE_API_BASE_URL, else CLOUDFLARE_BASE_URL), all checked: a bad token or URL
+        is a :class:`~pipelines.core.errors.JobError` that never shows the token.
         """
-        token = os.environ.get("CLOUDFLARE_API_TOKEN", "")
-        token_file = os.environ.get("CLOUDFLARE_API_TOKEN_FILE")
-        if not token and token_file:
-            with open(token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
         return cls(
-            base_url=(
-                base_url or os.environ.get("CLOUDFLARE_API_BASE_URL") or DEFAULT_BASE_URL
-            ).rstrip("/"),
+            base_url=resolve_base_url(base_url),
             account_id=os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""),
-            token=token,
+            token=read_token(),
         )
 
 

@@ -19,11 +19,12 @@ from pipelines.catalog.models import ModelInfo
 from pipelines.core.errors import (
     AuthenticationFailed,
     InvalidInput,
-    JobError,
     ProviderError,
     ServerError,
 )
-from pipelines.providers.base import DEFAULT_BASE_URL, Provider, ProviderSettings
+from pipelines.core.secrets import check_token, mask, secret_values
+from pipelines.core.urls import DEFAULT_BASE_URL, check_base_url
+from pipelines.providers.base import Provider, ProviderSettings
 from pipelines.providers.wire import (
     JSON_CONTENT_TYPE,
     MISSING_CREDENTIALS,
@@ -74,14 +75,11 @@ class CloudflareProvider(Provider):
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
     ) -> None:
-        base = settings.base_url.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise JobError(
-                f"the API base URL {settings.base_url!r} must start with http:// or https:// "
-                "(check --base-url, the job's base_url or CLOUDFLARE_API_BASE_URL)"
-            )
+        # Checked here too, for settings not made by from_env: a token that cannot be a
+        # header value would fail every row with a message quoting it.
+        check_token(settings.token, "the provider's API token")
         self._settings = settings
-        self._base = base
+        self._base = check_base_url(settings.base_url, "the provider settings")
         self._timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             transport=transport,
@@ -235,10 +233,11 @@ class CloudflareProvider(Provider):
         try:
             yield
         except ProviderError as exc:
-            token = self._settings.token
-            if token and token in exc.message:
-                exc.message = exc.message.replace(token, "***")
-                exc.args = (exc.message,)
+            # in any form: httpx quotes header values escaped, URLs percent-encoded
+            clean = mask(exc.message, [self._settings.token, *secret_values()])
+            if clean != exc.message:
+                exc.message = clean
+                exc.args = (clean,)
             raise
 
 

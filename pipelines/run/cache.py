@@ -13,7 +13,7 @@ import functools
 import hashlib
 import io
 import json
-import sqlite3
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,11 +23,14 @@ from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
-from pipelines.budget import state_dir
 from pipelines.catalog.metering import Usage
+from pipelines.core.errors import StateError
+from pipelines.core.sqlite import open_database
+from pipelines.core.state import ensure_state_dir
 from pipelines.tasks.base import Call, Task
 
 CACHE_FILE = "cache.sqlite3"
+log = logging.getLogger("pipelines")
 _M = TypeVar("_M", bound=Callable[..., Any])
 
 _SCHEMA = """
@@ -85,23 +88,16 @@ class ResultCache:
     """Get and put item results by key. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path if path is not None else state_dir() / CACHE_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        """Open (or create) the cache; :class:`StateError` when it cannot be used."""
+        self.path = path if path is not None else ensure_state_dir() / CACHE_FILE
+        self._conn = open_database(
+            self.path,
+            schema=_SCHEMA,
+            what="result cache",
+            forgets=" (its saved answers are then paid for again)",
         )
-        self._conn.execute("PRAGMA busy_timeout = 30000")
         # the runner calls in from worker threads; one connection, one user at a time
         self._lock = threading.Lock()
-        for attempt in range(50):
-            try:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._conn.executescript(_SCHEMA)
-                break
-            except sqlite3.OperationalError:
-                # a neighbour process is switching the file to WAL right now
-                time.sleep(0.02 * (attempt + 1))
 
     @_locked
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -211,6 +207,16 @@ class ResultCache:
         self.close()
 
 
+def open_cache(path: Path | None = None) -> ResultCache | None:
+    """The cache for a run or a plan, or ``None`` with a warning when it cannot be used:
+    the cache only saves money, so a damaged one must not stop the work."""
+    try:
+        return ResultCache(path)
+    except StateError as exc:
+        log.warning("running without the result cache: %s", exc.message)
+        return None
+
+
 class TaskCache:
     """The cache as one task sees it: answer calls from it, and remember new answers."""
 
@@ -223,7 +229,6 @@ class TaskCache:
             task=task.job.task.kind,
             params=task.params,
         )
-        self.rows_served = 0
 
     def keys(self, call: Call) -> list[bytes]:
         return [item_key(self.scope, ident) for ident in self.task.identities(call)]
@@ -245,7 +250,6 @@ class TaskCache:
                 name: per_item.column(name).combine_chunks() for name in per_item.column_names
             }
             tables.append(self.task.output_table(cached, columns))
-            self.rows_served += cached.rows.height
             rest = [i for i, k in enumerate(keys) if k not in found]
             if rest:
                 misses.append(self.task.subset(call, rest))

@@ -16,7 +16,7 @@ from pipelines.catalog.models import get_model
 from pipelines.core.columns import KEY
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
-from pipelines.run.cache import ResultCache, TaskCache
+from pipelines.run.cache import TaskCache, open_cache
 from pipelines.run.pending import PendingBatch, pending_calls, read_batch_rows, sum_usage
 from pipelines.run.settings import RunSettings
 from pipelines.sources import open_source
@@ -67,7 +67,7 @@ def plan_job(
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
     done = store.done_keys(retry_failed=settings.retry_failed)
     tally = _Tally(rows_failed=store.failures().height)
-    cache = ResultCache() if settings.use_cache and task.cacheable else None
+    cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
         rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)

@@ -11,8 +11,6 @@ hands it ``{"audio": <bytes>, **options}``.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.columns import KEY
 from pipelines.core.errors import InvalidInput, TransportError
+from pipelines.core.files import atomic_write
 from pipelines.job.spec import Job
 from pipelines.media.chunking import Transcript, chunk_seconds, cut, stitch
 from pipelines.sources.audio import audio_root
@@ -64,12 +63,7 @@ def subtitles_dir(output: Path) -> Path:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, text)
 
 
 class TranscribeTask(Task):
