@@ -29,7 +29,7 @@ from pipelines.ops.manifest import write_manifest
 from pipelines.output.store import OutputStore
 from pipelines.providers.base import ProviderSettings
 from pipelines.providers.cloudflare import CloudflareProvider
-from pipelines.run.report import RunReport
+from pipelines.run.report import RunReport, StopReason
 from pipelines.tasks.base import RowFailure
 
 BGE = "@cf/baai/bge-small-en-v1.5"
@@ -286,7 +286,10 @@ def test_no_manifest_carries_the_token_in_any_form(
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", token)
     job = load_job(write_job(tmp_path))
     report = RunReport(
-        job=job.name, run_id="r1", status="aborted", message=" | ".join(planted(token))
+        job=job.name,
+        run_id="r1",
+        stop_reason=StopReason.ABORTED,
+        message=" | ".join(planted(token)),
     )
     now = datetime(2026, 11, 28, tzinfo=UTC)
     path = write_manifest(
