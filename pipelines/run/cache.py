@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from pipelines.budget import state_dir
 from pipelines.catalog.metering import Usage
-from pipelines.tasks.base import Call, Task
+from pipelines.tasks.base import Call
+from pipelines.tasks.task import Task
 
 CACHE_FILE = "cache.sqlite3"
 _M = TypeVar("_M", bound=Callable[..., Any])
@@ -273,7 +274,7 @@ class TaskCache:
             hit = [i for i, k in enumerate(keys) if k in present]
             if hit:
                 rows += self.task.subset(call, hit).rows.height
-                saved = saved + self.task.estimate([call.tokens[i] for i in hit])
+                saved = saved + self.task.estimate([call.items[i] for i in hit]).expected
             rest = [i for i, k in enumerate(keys) if k not in present]
             if rest:
                 misses.append(call if len(rest) == call.size else self.task.subset(call, rest))

@@ -62,9 +62,7 @@ def plan_job(
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
     done = store.done_keys(retry_failed=retry_failed)
     failed = store.failures().height
-    columns = list(
-        dict.fromkeys([*task.input_columns(), *task.keep, *task.extra_columns().values()])
-    )
+    columns = task.read_columns()
     total = pending = unsendable = requests = cached = 0
     usage = Usage()
     saved = Usage()
@@ -83,7 +81,7 @@ def plan_job(
             hits, calls, spared = reuse.count_hits(calls)
             cached += hits
             saved = saved + spared
-        requests += sum(task.requests_for(c) for c in calls)
+        requests += sum(task.requests_needed(c) for c in calls)
         for call in calls:
             usage = usage + call.usage
     if cache is not None:

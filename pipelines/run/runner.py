@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
-from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
 from pipelines.core.errors import (
@@ -39,14 +38,17 @@ from pipelines.core.errors import (
 )
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
+from pipelines.output.subtitles import SubtitleWriter
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy, with_retries
 from pipelines.run.cache import ResultCache, TaskCache
 from pipelines.run.ratelimit import RateLimiter
 from pipelines.run.report import RunReport, Status, budget_stop_message
 from pipelines.sources import open_source
-from pipelines.tasks.base import Call, RowFailure, Task
+from pipelines.sources.audio import load_media
+from pipelines.tasks.base import Call, Estimate, Requests, RowFailure
 from pipelines.tasks.registry import make_task
+from pipelines.tasks.task import Task
 
 
 class Budget(Protocol):
@@ -124,6 +126,7 @@ class Runner:
             if cache is not None and self.task.cacheable
             else None
         )
+        self.subtitles = SubtitleWriter.for_job(job)
         self._stop: Status | None = None
         self._write_failed = False
         self._stop_message = ""
@@ -194,11 +197,7 @@ class Runner:
     # -- producer ------------------------------------------------------------------------
 
     async def _produce(self, source: Any, done: pl.DataFrame) -> None:
-        columns = list(
-            dict.fromkeys(
-                [*self.task.input_columns(), *self.task.keep, *self.task.extra_columns().values()]
-            )
-        )
+        columns = self.task.read_columns()
         # read about what the workers can have in flight: a 20,000-row batch of one-text
         # calls costs ~100 MB of call objects and delays the first request
         in_flight = self.job.limits.concurrency * self.task.batch_size * 8
@@ -259,18 +258,19 @@ class Runner:
         if call.size == 1:
             return call, None
         available = self.budget.available()
-        if self._reservation(call.usage) <= available:
+        if self._reservation(call.estimate) <= available:
             return call, None
         for k in range(call.size - 1, 0, -1):
-            if self._reservation(self.task.estimate(call.tokens[:k])) <= available:
-                return self.task.split(call, k)
+            if self._reservation(self.task.estimate(call.items[:k])) <= available:
+                parts = self.task.split(call, k)
+                return parts if parts is not None else (call, None)
         return call, None  # not even one item fits: reserve() says why
 
-    def _reservation(self, usage: Usage) -> float:
-        return self.task.neurons(self.task.worst_case(usage))
+    def _reservation(self, estimate: Estimate) -> float:
+        return self.task.neurons(estimate.worst)
 
     async def _send(self, call: Call) -> list[Call] | None:
-        estimate = self._reservation(call.usage)
+        estimate = self._reservation(call.estimate)
         try:
             reservation = self.budget.reserve(self.job.name, self.model.id, estimate)
         except BudgetExhausted as exc:
@@ -278,6 +278,7 @@ class Runner:
             raise _Stop from exc
         attempts = 0
         results: list[Any] = []
+        requests: Requests | None = None
 
         async def request(inputs: dict[str, Any]) -> Any:
             async def attempt() -> Any:
@@ -295,9 +296,14 @@ class Runner:
 
             return await with_retries(attempt, self.policy, sleep=self.sleep)
 
-        def settle() -> None:
+        def billed() -> float:
             # requests that went through were billed even if a later part failed
-            spent = self.task.neurons(self.task.usage_of(call, results)) if results else 0.0
+            if requests is None or not results:
+                return 0.0
+            return self.task.neurons(self.task.usage(requests, results))
+
+        def settle() -> None:
+            spent = billed()
             if spent > 0:
                 self.budget.commit(reservation, spent)
                 self.report.neurons += spent
@@ -306,11 +312,12 @@ class Runner:
 
         try:
             # most calls are one request; a long recording is several (one per chunk)
-            parts = await asyncio.to_thread(self.task.materialize, call)
-            for inputs in parts:
-                results.append(await request(inputs))
-            result = self.task.combine(call, results)
-            per_item = self.task.parse(call, result)
+            refs = call.media()
+            media = await asyncio.to_thread(load_media, self.job, refs) if refs else ()
+            requests = self.task.requests(call, media)
+            for body in requests.bodies:
+                results.append(await request(dict(body)))
+            per_item = self.task.parse(requests, results)
         except DailyNeuronsExhausted as exc:
             settle()
             self.budget.mark_exhausted(exc.message)
@@ -325,16 +332,16 @@ class Runner:
             raise _Stop from exc
         except InvalidInput as exc:
             settle()
-            if call.size > 1:
-                half = call.size // 2
-                return list(self.task.split(call, half))
+            halves = self.task.split(call, call.size // 2)
+            if halves is not None:
+                return list(halves)
             await self._fail(call, exc, attempts, retryable=False)
             return None
         except TransientError as exc:
             settle()
             await self._fail(call, exc, attempts, retryable=True)
             return None
-        spent = self.task.neurons(self.task.usage_of(call, results))
+        spent = billed()
         self.budget.commit(reservation, spent)
         self.report.neurons += spent
         self._neurons_per_row[0] += spent
@@ -379,6 +386,8 @@ class Runner:
     async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
         if tables:
             merged = pa.concat_tables(tables, promote_options="permissive")
+            if self.subtitles is not None:  # first: a done row always has its files
+                await asyncio.to_thread(self.subtitles.write, merged)
             await asyncio.to_thread(self.store.write_results, merged)
             self.report.rows_done += merged.num_rows
         if failures:
