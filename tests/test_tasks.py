@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
+import soundfile as sf
 
-from pipelines.catalog.models import get_model
+from pipelines.catalog.models import get_model, list_models
+from pipelines.emulator.envelope import dumps
+from pipelines.emulator.inputs import ModelInput
+from pipelines.emulator.outputs import infer
 from pipelines.job.load import load_job
-from pipelines.sources.audio import MediaRef
+from pipelines.media.chunking import Chunk
+from pipelines.sources.audio import Media, MediaRef
 from pipelines.tasks.base import Call, TextItem
 from pipelines.tasks.registry import FAMILIES, make_task
 from pipelines.tasks.task import Task
@@ -27,8 +35,8 @@ MODELS = {
 }
 
 
-def task_for(tmp: Path, kind: str, extra: str = "") -> Task:
-    model = MODELS[kind]
+def task_for(tmp: Path, kind: str, model: str | None = None) -> Task:
+    model = model or MODELS[kind]
     if kind == "transcribe":
         (tmp / "audio").mkdir(exist_ok=True)
         (tmp / "audio" / "a.wav").write_bytes(b"RIFF")
@@ -39,7 +47,7 @@ def task_for(tmp: Path, kind: str, extra: str = "") -> Task:
         task = f'{{kind: {kind}, model: "{model}", input: text, params: {params}}}'
     (tmp / "in.csv").write_text("id,text\n1,x\n")
     (tmp / "job.yaml").write_text(
-        f"name: t\nsource: {source}\ntask: {task}\noutput: {{path: out.parquet}}\n{extra}"
+        f"name: t\nsource: {source}\ntask: {task}\noutput: {{path: out.parquet}}\n"
     )
     job = load_job(tmp / "job.yaml")
     return make_task(job, get_model(model), [])
@@ -184,3 +192,30 @@ def test_tasks_do_no_io(path: Path) -> None:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             assert name not in IO_NAMES, f"{path.name}:{node.lineno} calls {name}"
+
+
+@pytest.mark.parametrize(
+    "model_id", [m.id for m in list_models() if m.task in FAMILIES], ids=lambda m: m.split("/")[-1]
+)
+def test_every_models_faithful_answer_passes_its_familys_checks(
+    tmp_path: Path, model_id: str
+) -> None:
+    model = get_model(model_id)
+    task = task_for(tmp_path, model.task, model_id)
+    if model.task == "transcribe":
+        wav = io.BytesIO()
+        sf.write(wav, np.zeros(16_000, dtype="float32"), 16_000, format="WAV")
+        ref = MediaRef("a.wav", len(wav.getvalue()), 1.0)
+        (call,), _ = task.prepare(audio_batch(1))
+        media = (Media(ref, (Chunk(0.0, 1.0, wav.getvalue()),)),)
+        requests = task.requests(call, media)
+        inputs = [ModelInput(dict(b), audio=b["audio"], audio_seconds=1.0) for b in requests.bodies]
+    else:
+        (call, *_), _ = task.prepare(text_batch(["a short text", "another one"]))
+        requests = task.requests(call)
+        inputs = [ModelInput(dict(b)) for b in requests.bodies]
+    # as the wire carries them: JSON, decoded the way the provider decodes it
+    answers = [json.loads(dumps(infer(model, i, seed=0).result)) for i in inputs]
+    columns = task.parse(requests, answers)
+    assert {f.name for f in task.family.fields} == set(columns)
+    assert all(len(array) == call.size for array in columns.values())
