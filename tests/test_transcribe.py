@@ -123,9 +123,10 @@ def test_parse_vtt_accepts_hours_or_not_and_srt_commas() -> None:
     assert cues == [Cue(1.5, 2.25, "ab cd"), Cue(3600.0, 3601.0, "x")]
 
 
-def test_requests_for_counts_chunks(tmp_path: Path) -> None:
+def test_requests_count_chunks_and_media_is_loaded_outside_the_task(tmp_path: Path) -> None:
     from pipelines.job.load import load_job
     from pipelines.sources import open_source
+    from pipelines.sources.audio import load_media
     from pipelines.tasks.registry import make_task
 
     (tmp_path / "audio").mkdir()
@@ -138,15 +139,20 @@ def test_requests_for_counts_chunks(tmp_path: Path) -> None:
     )
     job = load_job(tmp_path / "job.yaml")
     task = make_task(job, get_model(job.task.model), [])
-    batch = next(iter(open_source(job).iter_batches(task.input_columns())))
+    batch = next(iter(open_source(job).iter_batches(task.read_columns())))
     calls, failures = task.prepare(batch)
     assert not failures
-    assert [task.requests_for(c) for c in calls] == [3, 1]  # type: ignore[attr-defined]
-    assert [len(task.materialize(c)) for c in calls] == [3, 1]
+    assert [task.requests_needed(c) for c in calls] == [3, 1]
     assert [c.usage.audio_seconds for c in calls] == [70.0, 5.0]
+    assert task.split(calls[0], 1) is None  # one file: nothing to split
+    requests = [task.requests(c, load_media(job, c.media())) for c in calls]
+    assert [len(r.bodies) for r in requests] == [3, 1]
+    assert sum(length for _, length in requests[0].spans) == pytest.approx(70.0, abs=0.01)
+    assert requests[1].spans == ((0.0, 5.0),)
+    assert requests[1].bodies[0]["audio"] == (tmp_path / "audio/short.wav").read_bytes()
     (tmp_path / "audio/long.wav").write_bytes(b"gone bad" * 100)  # changed after the probe
     (tmp_path / "audio/short.wav").unlink()
     with pytest.raises(InvalidInput, match=r"long\.wav: cannot decode the audio"):
-        task.materialize(calls[0])
+        load_media(job, calls[0].media())
     with pytest.raises(InvalidInput, match=r"short\.wav: cannot read the file"):
-        task.materialize(calls[1])
+        load_media(job, calls[1].media())

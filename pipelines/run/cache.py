@@ -27,7 +27,8 @@ from pipelines.catalog.metering import Usage
 from pipelines.core.errors import StateError
 from pipelines.core.sqlite import open_database
 from pipelines.core.state import ensure_state_dir
-from pipelines.tasks.base import Call, Task
+from pipelines.tasks.base import Call
+from pipelines.tasks.task import Task
 
 CACHE_FILE = "cache.sqlite3"
 log = logging.getLogger("pipelines")
@@ -277,7 +278,7 @@ class TaskCache:
             hit = [i for i, k in enumerate(keys) if k in present]
             if hit:
                 rows += self.task.subset(call, hit).rows.height
-                saved = saved + self.task.estimate([call.tokens[i] for i in hit])
+                saved = saved + self.task.estimate([call.items[i] for i in hit]).expected
             rest = [i for i, k in enumerate(keys) if k not in present]
             if rest:
                 misses.append(call if len(rest) == call.size else self.task.subset(call, rest))

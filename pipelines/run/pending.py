@@ -18,7 +18,8 @@ from pipelines.catalog.metering import Usage
 from pipelines.core.columns import KEY
 from pipelines.run.cache import TaskCache
 from pipelines.sources.base import Source
-from pipelines.tasks.base import Call, RowFailure, Task
+from pipelines.tasks.base import Call, RowFailure
+from pipelines.tasks.task import Task
 
 
 @dataclass
@@ -53,9 +54,7 @@ def pending_calls(
     """Pending calls batch by batch. With ``serve_cached`` the cache's answers come back as
     output rows (``run``); without, hits are only counted and the cache is not touched
     (``plan``)."""
-    columns = list(
-        dict.fromkeys([*task.input_columns(), *task.keep, *task.extra_columns().values()])
-    )
+    columns = task.read_columns()
     for batch in source.iter_batches(columns, batch_rows=batch_rows):
         pending = PendingBatch(rows_read=batch.height)
         if done.height:
@@ -79,8 +78,8 @@ def _use_cache(pending: PendingBatch, reuse: TaskCache, serve: bool) -> None:
 
 
 def sum_usage(calls: list[Call]) -> Usage:
-    """The estimated usage of ``calls`` together."""
+    """The expected usage of ``calls`` together."""
     total = Usage()
     for call in calls:
-        total = total + call.usage
+        total = total + call.estimate.expected
     return total

@@ -20,8 +20,8 @@ from pipelines.run.cache import TaskCache, open_cache
 from pipelines.run.pending import PendingBatch, pending_calls, read_batch_rows, sum_usage
 from pipelines.run.settings import RunSettings
 from pipelines.sources import open_source
-from pipelines.tasks.base import Task
 from pipelines.tasks.registry import make_task
+from pipelines.tasks.task import Task
 
 
 @dataclass
@@ -98,7 +98,7 @@ class _Tally:
         self.unsendable += len(pending.failures)
         self.cached += pending.rows_cached
         self.saved = self.saved + pending.saved
-        self.requests += sum(task.requests_for(c) for c in pending.calls)
+        self.requests += sum(task.requests_needed(c) for c in pending.calls)
         self.usage = self.usage + sum_usage(pending.calls)
 
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -26,6 +26,7 @@ from pipelines.core.columns import KEY
 from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
+from pipelines.output.subtitles import SubtitleWriter
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy
 from pipelines.run.budget_guard import AsyncBudget, Budget
@@ -38,9 +39,11 @@ from pipelines.run.sending import Outcome, Sender, failures_of
 from pipelines.run.settings import RunSettings
 from pipelines.run.stopping import Stopped, Stopper
 from pipelines.sources import open_source
+from pipelines.sources.audio import load_media
 from pipelines.sources.base import Source
-from pipelines.tasks.base import Call, RowFailure, Task
+from pipelines.tasks.base import Call, Requests, RowFailure
 from pipelines.tasks.registry import make_task
+from pipelines.tasks.task import Task
 
 T = TypeVar("T")
 
@@ -109,6 +112,7 @@ class Runner:
             if context.cache is not None and self.task.cacheable
             else None
         )
+        self.subtitles = SubtitleWriter.for_job(job)
         self._write_failed = False
         self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
         self._out: asyncio.Queue[pa.Table | list[RowFailure] | None] = asyncio.Queue(maxsize=256)
@@ -246,9 +250,11 @@ class Runner:
             todo.extend(reversed(outcome.parts))
             await self._deliver(outcome)
 
-    async def _prepare(self, call: Call) -> list[dict[str, Any]]:
-        # most calls are one request; a long recording is several (one per chunk)
-        return await asyncio.to_thread(self.task.materialize, call)
+    async def _prepare(self, call: Call) -> Requests:
+        # audio is read (and a long recording cut into chunks) off the event loop
+        refs = call.media()
+        media = await asyncio.to_thread(load_media, self.job, refs) if refs else ()
+        return self.task.requests(call, media)
 
     async def _deliver(self, outcome: Outcome) -> None:
         if outcome.failures:
@@ -283,6 +289,8 @@ class Runner:
     async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
         if tables:
             merged = pa.concat_tables(tables, promote_options="permissive")
+            if self.subtitles is not None:  # first: a row marked done always has its files
+                await asyncio.to_thread(self.subtitles.write, merged)
             await asyncio.to_thread(self.store.write_results, merged)
             self.report.rows_done += merged.num_rows
         if failures:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.columns import KEY
 from pipelines.core.errors import (
@@ -33,9 +32,13 @@ from pipelines.run.budget_guard import AsyncBudget
 from pipelines.run.ratelimit import RateLimiter
 from pipelines.run.report import RunReport, StopReason
 from pipelines.run.stopping import Stopped, Stopper
-from pipelines.tasks.base import Call, RowFailure, Task
+from pipelines.tasks.base import Call, Estimate, Requests, RowFailure
+from pipelines.tasks.task import Task
 
 log = logging.getLogger("pipelines")
+
+# Turns a call into its requests (loading its audio first, off the event loop).
+Prepare = Callable[[Call], Awaitable[Requests]]
 
 # Waits at least this long are said in the log, so a quiet run is never a mystery.
 ANNOUNCE_WAIT_S = 5.0
@@ -90,9 +93,9 @@ class Sender:
         self._reserving = asyncio.Lock()
         self.cannot_fit_message = ""
 
-    def reservation(self, usage: Usage) -> float:
-        """Neurons to hold for a request expected to consume ``usage``."""
-        return self.task.neurons(self.task.worst_case(usage))
+    def reservation(self, estimate: Estimate) -> float:
+        """Neurons to hold for a request with this estimate (its worst case)."""
+        return self.task.neurons(estimate.worst)
 
     # -- budget ----------------------------------------------------------------------
 
@@ -101,11 +104,12 @@ class Sender:
         if call.size == 1:
             return call, None
         available = await self.budget.available()
-        if self.reservation(call.usage) <= available:
+        if self.reservation(call.estimate) <= available:
             return call, None
         for k in range(call.size - 1, 0, -1):
-            if self.reservation(self.task.estimate(call.tokens[:k])) <= available:
-                return self.task.split(call, k)
+            if self.reservation(self.task.estimate(call.items[:k])) <= available:
+                parts = self.task.split(call, k)
+                return parts if parts is not None else (call, None)
         return call, None  # not even one item fits: reserve() says why
 
     async def _reserve_fitted(self, call: Call) -> tuple[Call, Call | None, Any]:
@@ -118,7 +122,7 @@ class Sender:
     async def _reserve(self, call: Call) -> Any:
         try:
             return await self.budget.reserve(
-                self.job_name, self.model.id, self.reservation(call.usage)
+                self.job_name, self.model.id, self.reservation(call.estimate)
             )
         except BudgetExhausted as exc:
             if exc.reason is BudgetStop.CANNOT_FIT:
@@ -126,10 +130,14 @@ class Sender:
             self.stopper.stop(StopReason.of_budget(exc.reason), exc.message)
             raise Stopped from exc
 
-    async def _settle(self, call: Call, ledger: _Ledger, results: list[Any]) -> float:
+    async def _settle(
+        self, call: Call, ledger: _Ledger, requests: Requests | None, results: list[Any]
+    ) -> float:
         """Commit what was spent on the first reservation, release the others."""
-        spent = self.task.neurons(self.task.usage_of(call, results)) if results else 0.0
-        per_request = self.reservation(call.usage) / max(1, self.task.requests_for(call))
+        spent = 0.0
+        if requests is not None and results:
+            spent = self.task.neurons(self.task.usage(requests, results))
+        per_request = self.reservation(call.estimate) / max(1, self.task.requests_needed(call))
         spent += ledger.unknown_fate * per_request
         first, *rest = ledger.held
         if spent > 0:
@@ -148,7 +156,7 @@ class Sender:
         attempt = 0
         while True:
             await self.limiter.acquire()
-            self.stopper.check()  # after a stop, no new request goes out
+            self.stopper.check_send()  # after Ctrl-C or an abort, no new request goes out
             attempt += 1
             self.report.requests += 1
             try:
@@ -184,42 +192,38 @@ class Sender:
 
     # -- one call --------------------------------------------------------------------
 
-    async def send(
-        self, call: Call, prepare: Callable[[Call], Awaitable[list[dict[str, Any]]]]
-    ) -> Outcome:
+    async def send(self, call: Call, prepare: Prepare) -> Outcome:
         """Send as much of ``call`` as the budget allows (the rest comes back in ``parts``);
         ``prepare`` turns a call into its requests (off the event loop)."""
         try:
             call, rest, held = await self._reserve_fitted(call)
         except _CannotFit as exc:
-            if call.size > 1:  # too big for any day as one request: as two, it may not be
-                return Outcome(parts=list(self.task.split(call, call.size // 2)))
+            halves = self.task.split(call, call.size // 2)
+            if halves is not None:  # too big for any day as one request: as two, maybe not
+                return Outcome(parts=list(halves))
             return self._cannot_fit(call, exc.error)
         outcome = await self._send_reserved(call, prepare, _Ledger(held=[held]))
         if rest is not None:
             outcome.parts.append(rest)
         return outcome
 
-    async def _send_reserved(
-        self,
-        call: Call,
-        prepare: Callable[[Call], Awaitable[list[dict[str, Any]]]],
-        ledger: _Ledger,
-    ) -> Outcome:
+    async def _send_reserved(self, call: Call, prepare: Prepare, ledger: _Ledger) -> Outcome:
+        requests: Requests | None = None
         results: list[Any] = []
         try:
-            for inputs in await prepare(call):
-                results.append(await self._request(call, inputs, ledger))
-            per_item = self.task.parse(call, self.task.combine(call, results))
+            requests = await prepare(call)
+            for body in requests.bodies:
+                results.append(await self._request(call, dict(body), ledger))
+            per_item = self.task.parse(requests, results)
         except (ProviderError, _CannotFit) as exc:
-            await self._settle(call, ledger, results)
+            await self._settle(call, ledger, requests, results)
             if isinstance(exc, ProviderError):
                 return await self._on_error(call, exc)
             return self._cannot_fit(call, exc.error)
         except BaseException:
-            await self._settle(call, ledger, results)
+            await self._settle(call, ledger, requests, results)
             raise
-        spent = await self._settle(call, ledger, results)
+        spent = await self._settle(call, ledger, requests, results)
         table = self.task.output_table(call, per_item)
         return Outcome(call=call, table=table, per_item=per_item, spent=spent)
 
@@ -236,9 +240,10 @@ class Sender:
             case Scope.RUN:
                 self.stopper.abort(exc)
                 raise Stopped from exc
-            case Scope.ROW if call.size > 1:
-                return Outcome(parts=list(self.task.split(call, call.size // 2)))
             case Scope.ROW:
+                halves = self.task.split(call, call.size // 2)
+                if halves is not None:  # a packed request with a bad row: isolate it
+                    return Outcome(parts=list(halves))
                 return Outcome(failures=failures_of(call, exc, retryable=False))
             case Scope.TRANSIENT:
                 return Outcome(failures=failures_of(call, exc, retryable=True))

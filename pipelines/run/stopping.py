@@ -20,6 +20,9 @@ from pipelines.run.report import StopReason
 
 log = logging.getLogger("pipelines")
 
+# Stops after which no request goes out at all, and every pause ends at once.
+_HARD = (StopReason.INTERRUPTED, StopReason.ABORTED)
+
 
 class Stopped(Exception):
     """Internal: the run is stopping, so this call is left pending."""
@@ -46,7 +49,8 @@ class Stopper:
         if self.reason is None or reason is StopReason.ABORTED:
             self.reason = reason
             self.message = message or self.message
-        self._event.set()
+        if reason in _HARD:
+            self._event.set()
 
     def abort(self, error: PipelinesError) -> None:
         """Stop because of ``error`` (credentials, model, disk): exit 2."""
@@ -63,14 +67,16 @@ class Stopper:
             log.warning("abandoning the requests in flight")
             self.on_abandon()
 
-    def check(self) -> None:
-        """Raise :class:`Stopped` once the run is stopping."""
-        if self.reason is not None:
+    def check_send(self) -> None:
+        """Raise :class:`Stopped` if no request may go out any more: after Ctrl-C or an abort.
+        A budget stop still lets the requests already reserved go (they fit the budget)."""
+        if self.reason in _HARD:
             raise Stopped
 
     async def pause(self, seconds: float) -> None:
-        """Sleep ``seconds`` on the run's clock, or less if the run stops meanwhile."""
-        self.check()
+        """Sleep ``seconds`` on the run's clock, or less if Ctrl-C or an abort comes
+        meanwhile (a budget stop lets a request already reserved wait for its slot)."""
+        self.check_send()
         if seconds <= 0:
             return
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
@@ -82,4 +88,4 @@ class Stopper:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self.check()
+        self.check_send()

@@ -4,22 +4,29 @@ Listing is cheap and done up front (the count and the sort order need it); probi
 headers and is done batch by batch as rows are asked for, so a folder of 100k recordings
 starts sending after a few dozen probes. A file that cannot be read or is not audio is a
 row with ``error`` set, never an exception: the task turns it into a failure row.
+
+A task refers to a file by a :class:`MediaRef` (no bytes); :func:`load_media`, which the
+runner calls in a thread just before sending, reads it whole or cuts it into chunks
+(:mod:`pipelines.media.chunking`), so at most one file's chunks per worker are in memory.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipelines.core.columns import KEY
-from pipelines.core.errors import SourceError
+from pipelines.core.errors import InvalidInput, SourceError
 from pipelines.job.spec import Job
 from pipelines.media.audio import probe_file
+from pipelines.media.chunking import Chunk, cut
 from pipelines.sources.base import DEFAULT_BATCH_ROWS, Source
 
 SCHEMA: dict[str, Any] = {
@@ -154,3 +161,55 @@ class AudioSource(Source):
             rows = [probe_row(self.root, rel) for rel in self.rels[i : i + step]]
             frame = pl.DataFrame(rows, schema=SCHEMA)
             yield frame.with_columns(pl.col("path").alias(KEY)).select([*wanted, KEY])
+
+
+# -- loading a file for sending --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One audio file of the source as a task item: what it is, not its bytes."""
+
+    path: str  # relative to the source's root folder (also the row's key)
+    size_bytes: int
+    duration_s: float
+    cut_s: float | None = None  # cut into chunks of at most this many seconds; None: whole
+
+    def chunks_expected(self) -> int:
+        """How many requests the file will take (for ``plan``)."""
+        if self.cut_s is None:
+            return 1
+        return max(1, math.ceil(self.duration_s / self.cut_s))
+
+
+@dataclass(frozen=True)
+class Media:
+    """A file's audio as it is sent: the whole file as one chunk, or its consecutive pieces."""
+
+    ref: MediaRef
+    chunks: tuple[Chunk, ...] = field(repr=False)
+
+
+def load_one(root: Path, ref: MediaRef) -> Media:
+    """``ref``'s audio; a file that changed or vanished since the probe is an InvalidInput."""
+    path = root / ref.path
+    try:
+        if ref.cut_s is None:
+            chunks: tuple[Chunk, ...] = (Chunk(0.0, ref.duration_s, path.read_bytes()),)
+        else:
+            chunks = tuple(cut(path, ref.cut_s))
+    except OSError as exc:
+        raise InvalidInput(f"{ref.path}: cannot read the file: {exc.strerror or exc}") from None
+    except Exception as exc:  # PyAV raises many types for damaged data
+        raise InvalidInput(f"{ref.path}: cannot decode the audio: {exc}") from None
+    if not chunks:
+        raise InvalidInput(f"{ref.path}: no decodable audio in it")
+    return Media(ref, chunks)
+
+
+def load_media(job: Job, refs: Sequence[MediaRef]) -> tuple[Media, ...]:
+    """The audio of ``refs`` (files of ``job``'s source), read or cut; blocking I/O."""
+    if not refs:
+        return ()
+    root = audio_root(job)
+    return tuple(load_one(root, ref) for ref in refs)

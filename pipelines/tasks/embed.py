@@ -2,38 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+import polars as pl
 import pyarrow as pa
 
-from pipelines.core.errors import TransportError
-from pipelines.tasks.base import Call, Task
+from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo
+from pipelines.job.spec import Job
+from pipelines.sources.audio import Media
+from pipelines.tasks.answers import bad_answer, check_for, finite_matrix
+from pipelines.tasks.base import Call, Estimate, Item, Items, Requests, TextItem
+from pipelines.tasks.texts import text_column, text_items
+
+# Where the vectors are: ``data`` ({shape, data, pooling}); bge-m3 has also been documented
+# answering a text list with ``response`` (its contexts form), read when the schema allows it.
+VECTOR_FIELDS = ("data", "response")
 
 
-class EmbedTask(Task):
+class EmbedFamily:
     """Texts → ``embedding`` (fixed-size list of float32), packed many per request."""
 
-    @property
-    def result_fields(self) -> list[pa.Field]:
-        dim = self.model.dimensions or 0
-        return [pa.field("embedding", pa.list_(pa.float32(), dim))]
+    cacheable = True
 
-    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
-        return {"text": list(texts), **self.params}
+    def __init__(self, job: Job, model: ModelInfo, keep: Sequence[str]) -> None:
+        self.model = model
+        self.input = text_column(job)
+        self.truncate = job.task.truncate
+        self.params = dict(job.task.params)
+        self.dim = model.dimensions or 0
+        self.fields: tuple[pa.Field, ...] = (
+            pa.field("embedding", pa.list_(pa.float32(), self.dim)),
+        )
+        self.columns: tuple[str, ...] = (self.input,)
 
-    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        data = result.get("data") if isinstance(result, dict) else None
-        if data is None and isinstance(result, dict):
-            data = result.get("response")
-        dim = self.model.dimensions or 0
+    def items(self, batch: pl.DataFrame) -> Items:
+        return text_items(batch, self.model, column=self.input, truncate=self.truncate)
+
+    def estimate(self, items: Sequence[Item]) -> Estimate:
+        usage = Usage(input_tokens=sum(i.tokens for i in items if isinstance(i, TextItem)))
+        return Estimate(usage, usage)
+
+    def requests(self, call: Call, media: Sequence[Media]) -> Requests:
+        body = {"text": [item.text for item in call.texts()], **self.params}
+        return Requests(call, (MappingProxyType(body),))
+
+    def parse(self, requests: Requests, answers: Sequence[Any]) -> dict[str, pa.Array]:
+        answer = answers[0]
+        field = next((f for f in VECTOR_FIELDS if isinstance(answer, dict) and f in answer), "data")
         try:
-            matrix = np.asarray(data, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise TransportError("embedding response is not a numeric matrix") from exc
-        if matrix.ndim != 2 or matrix.shape != (call.size, dim):
-            raise TransportError(
-                f"embedding response has shape {matrix.shape}, expected ({call.size}, {dim})"
-            )
+            check = check_for(self.model, "vectors", (field,))
+        except TypeError:  # this model's schema has no such field: the answer is wrong
+            raise bad_answer(self.model, f"no {field!r} in this model's answers") from None
+        check(answer)
+        matrix = finite_matrix(self.model, answer[field], requests.call.size, self.dim)
         flat = pa.array(matrix.reshape(-1), type=pa.float32())
-        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
+        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)}
+
+    def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
+        return requests.call.usage

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.errors import InvalidInput
 from pipelines.job.spec import Job
-from pipelines.tasks.base import Task
-from pipelines.tasks.classify import ClassifyTask
-from pipelines.tasks.embed import EmbedTask
-from pipelines.tasks.transcribe import TranscribeTask
-from pipelines.tasks.translate import TranslateTask
+from pipelines.tasks.base import Family
+from pipelines.tasks.classify import ClassifyFamily
+from pipelines.tasks.embed import EmbedFamily
+from pipelines.tasks.task import Task
+from pipelines.tasks.transcribe import TranscribeFamily
+from pipelines.tasks.translate import TranslateFamily
 
-TASKS: dict[str, type[Task]] = {
-    "embed": EmbedTask,
-    "classify": ClassifyTask,
-    "translate": TranslateTask,
-    "transcribe": TranscribeTask,
+# kind → how to make the family for a job, its model and the kept columns
+FAMILIES: dict[str, Callable[[Job, ModelInfo, Sequence[str]], Family]] = {
+    "embed": EmbedFamily,
+    "classify": ClassifyFamily,
+    "translate": TranslateFamily,
+    "transcribe": TranscribeFamily,
 }
 
 
-def make_task(job: Job, model: ModelInfo, keep: list[str]) -> Task:
-    """The task implementation for ``job.task.kind``."""
+def make_task(job: Job, model: ModelInfo, keep: Sequence[str]) -> Task:
+    """The task for ``job.task.kind``, bound to ``job``."""
     try:
-        cls = TASKS[job.task.kind]
+        family = FAMILIES[job.task.kind]
     except KeyError:
         raise InvalidInput(f"task kind {job.task.kind!r} is not supported yet") from None
-    return cls(job, model, keep)
+    return Task(family(job, model, keep), job, model, keep)

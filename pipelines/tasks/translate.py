@@ -2,39 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from pipelines.catalog.languages import describe_languages, normalize_language
 from pipelines.catalog.metering import Usage
+from pipelines.catalog.models import ModelInfo
 from pipelines.catalog.tokens import model_tokens
-from pipelines.core.errors import TransportError
-from pipelines.tasks.base import Call, Task
+from pipelines.job.spec import Job
+from pipelines.sources.audio import Media
+from pipelines.tasks.answers import check_for
+from pipelines.tasks.base import Call, Estimate, Item, Items, Requests, TextItem
+from pipelines.tasks.texts import text_column, text_items
+
+LANGUAGES = ("source_lang", "target_lang")
 
 
-class TranslateTask(Task):
+class TranslateFamily:
     """Text → ``translated_text``; languages from params or per-row columns."""
 
+    cacheable = True
     # m2m100 output is usually about as long as its input; reconciled with the real output.
     OUTPUT_RATIO = 1.0
 
-    @property
-    def result_fields(self) -> list[pa.Field]:
-        return [pa.field("translated_text", pa.string())]
+    def __init__(self, job: Job, model: ModelInfo, keep: Sequence[str]) -> None:
+        self.model = model
+        self.input = text_column(job)
+        self.truncate = job.task.truncate
+        self.params = dict(job.task.params)
+        given = (job.task.source_lang_column, job.task.target_lang_column)
+        # per-row option name → the source column holding it
+        self.options = {n: c for n, c in zip(LANGUAGES, given, strict=True) if c}
+        self.fields: tuple[pa.Field, ...] = (pa.field("translated_text", pa.string()),)
+        self.columns: tuple[str, ...] = (self.input, *self.options.values())
 
-    def extra_columns(self) -> dict[str, str]:
-        cols: dict[str, str] = {}
-        if self.job.task.source_lang_column:
-            cols["source_lang"] = self.job.task.source_lang_column
-        if self.job.task.target_lang_column:
-            cols["target_lang"] = self.job.task.target_lang_column
-        return cols
+    def items(self, batch: pl.DataFrame) -> Items:
+        return text_items(
+            batch,
+            self.model,
+            column=self.input,
+            truncate=self.truncate,
+            options=self.options,
+            check=self.check_languages,
+        )
 
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any] | str:
-        out: dict[str, Any] = {}
-        for name, value in options.items():
-            column = self.extra_columns()[name]
+    def check_languages(self, values: dict[str, Any]) -> dict[str, str | None] | str:
+        """A row's languages as codes, or why the row cannot be sent."""
+        out: dict[str, str | None] = {}
+        for name, value in values.items():
+            column = self.options[name]
             if value is None or not str(value).strip():
                 if name == "target_lang" or "source_lang" not in self.params:
                     return f"column '{column}' is empty: no {name.replace('_', ' ')} for this row"
@@ -53,28 +73,30 @@ class TranslateTask(Task):
             return f"source and target language are both {source!r}"
         return out
 
-    def inputs_for(self, texts: list[str], extra: dict[str, list[Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": texts[0], **self.params}
-        for name in ("source_lang", "target_lang"):
-            if name in extra and extra[name][0] is not None:
-                body[name] = str(extra[name][0])
-        return body
-
-    def estimate(self, tokens: list[int]) -> Usage:
-        n = sum(tokens)
-        return Usage(input_tokens=n, output_tokens=int(n * self.OUTPUT_RATIO) + 1)
-
-    def worst_case(self, usage: Usage) -> Usage:
+    def estimate(self, items: Sequence[Item]) -> Estimate:
+        n = sum(i.tokens for i in items if isinstance(i, TextItem))
+        expected = Usage(input_tokens=n, output_tokens=int(n * self.OUTPUT_RATIO) + 1)
         # a translation can come out longer than expected; the cap must hold anyway
-        return Usage(usage.input_tokens, usage.output_tokens * 2 + 8, usage.audio_seconds)
+        return Estimate(expected, Usage(n, expected.output_tokens * 2 + 8))
 
-    def actual(self, call: Call, result: Any) -> Usage:
-        text = result.get("translated_text", "") if isinstance(result, dict) else ""
-        return Usage(
-            input_tokens=sum(call.tokens), output_tokens=model_tokens(self.model, [str(text)])[0]
-        )
+    def requests(self, call: Call, media: Sequence[Media]) -> Requests:
+        (item,) = call.texts()
+        body: dict[str, Any] = {"text": item.text, **self.params}
+        for name, value in item.options:
+            if value is not None:
+                body[name] = value
+        return Requests(call, (MappingProxyType(body),))
 
-    def parse(self, call: Call, result: Any) -> dict[str, pa.Array]:
-        if not isinstance(result, dict) or "translated_text" not in result:
-            raise TransportError("translation response has no translated_text")
-        return {"translated_text": pa.array([str(result["translated_text"])], pa.string())}
+    def parse(self, requests: Requests, answers: Sequence[Any]) -> dict[str, pa.Array]:
+        answer = answers[0]
+        check_for(self.model, "object", ("translated_text",))(answer)
+        return {"translated_text": pa.array([answer["translated_text"]], pa.string())}
+
+    def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
+        """Input tokens, and the tokens of the translation (the estimate if there is none)."""
+        call = requests.call
+        text = answers[0].get("translated_text") if isinstance(answers[0], dict) else None
+        if not isinstance(text, str):
+            return call.usage
+        tokens = sum(i.tokens for i in call.texts())
+        return Usage(input_tokens=tokens, output_tokens=model_tokens(self.model, [text])[0])

@@ -1,0 +1,140 @@
+"""A task family bound to one job: what every family shares, written once.
+
+:class:`Task` packs a family's distinct items into calls of the model's batch size, splits
+and subsets calls (to isolate a bad row, to fit the day's last neurons, to serve some items
+from the cache), fans item results out to the rows they answer and builds output tables. It
+holds no state between calls and does no I/O; the runner and ``plan`` use only this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.catalog.metering import Usage, neurons
+from pipelines.catalog.models import ModelInfo
+from pipelines.core.columns import KEY
+from pipelines.job.spec import Job
+from pipelines.sources.audio import Media, MediaRef
+from pipelines.tasks.base import Call, Estimate, Family, Item, Requests, RowFailure
+
+
+class Task:
+    """A job's task: its family, model and kept columns, and the logic all families share."""
+
+    def __init__(self, family: Family, job: Job, model: ModelInfo, keep: Sequence[str]) -> None:
+        self.family = family
+        self.job = job
+        self.model = model
+        self.keep = list(keep)
+        self.params = dict(job.task.params)
+        limit = job.limits.batch_size or model.max_items
+        self.batch_size = max(1, min(limit, model.max_items))
+
+    @property
+    def cacheable(self) -> bool:
+        return self.family.cacheable
+
+    def read_columns(self) -> list[str]:
+        """Source columns a run reads: the family's inputs, then the kept columns."""
+        return list(dict.fromkeys([*self.family.columns, *self.keep]))
+
+    def output_schema(self, sample: pl.DataFrame | None) -> pa.Schema:
+        """Key, kept columns (typed as in ``sample``, the source's first row) and results."""
+        fields = [pa.field(KEY, pa.string())]
+        for name in self.keep:
+            dtype: pa.DataType = pa.string()
+            if sample is not None:
+                dtype = sample.select(name).to_arrow().schema.field(name).type
+                if dtype in (pa.large_string(), pa.string_view()):
+                    dtype = pa.string()
+            fields.append(pa.field(name, dtype))
+        return pa.schema([*fields, *self.family.fields])
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def prepare(self, batch: pl.DataFrame) -> tuple[list[Call], list[RowFailure]]:
+        """A batch of pending rows as calls of at most ``batch_size`` items, and failures."""
+        found = self.family.items(batch)
+        rows = batch.select([KEY, *self.keep])
+        calls: list[Call] = []
+        for start in range(0, len(found.distinct), self.batch_size):
+            stop = min(start + self.batch_size, len(found.distinct))
+            row_idx: list[int] = []
+            item_of_row: list[int] = []
+            for j, i in enumerate(range(start, stop)):
+                row_idx.extend(found.rows_of[i])
+                item_of_row.extend([j] * len(found.rows_of[i]))
+            items = found.distinct[start:stop]
+            calls.append(Call(items, rows[row_idx], tuple(item_of_row), self.estimate(items)))
+        return calls, list(found.failures)
+
+    def split(self, call: Call, at: int) -> tuple[Call, Call] | None:
+        """The first ``at`` items and the rest; ``None`` when that leaves a side empty (a
+        one-item call cannot be split)."""
+        if not 0 < at < call.size:
+            return None
+        return self.subset(call, range(at)), self.subset(call, range(at, call.size))
+
+    def subset(self, call: Call, items: Sequence[int]) -> Call:
+        """A call for some of ``call``'s items, with every row those items answer."""
+        position = {item: i for i, item in enumerate(items)}
+        mask = [item in position for item in call.item_of_row]
+        rows = call.rows.filter(pl.Series(mask, dtype=pl.Boolean))
+        item_of_row = tuple(position[item] for item in call.item_of_row if item in position)
+        chosen = tuple(call.items[i] for i in items)
+        return Call(chosen, rows, item_of_row, self.estimate(chosen))
+
+    def requests_needed(self, call: Call) -> int:
+        """How many requests ``call`` will take (for ``plan``): one, or one per audio chunk."""
+        refs = call.media()
+        return sum(ref.chunks_expected() for ref in refs) if refs else 1
+
+    # -- what the family answers -----------------------------------------------------------
+
+    def estimate(self, items: Sequence[Item]) -> Estimate:
+        return self.family.estimate(items)
+
+    def requests(self, call: Call, media: Sequence[Media] = ()) -> Requests:
+        return self.family.requests(call, media)
+
+    def parse(self, requests: Requests, answers: Sequence[Any]) -> dict[str, pa.Array]:
+        return self.family.parse(requests, answers)
+
+    def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
+        return self.family.usage(requests, answers) if answers else Usage()
+
+    def neurons(self, usage: Usage) -> float:
+        return neurons(self.model, usage)
+
+    # -- results ---------------------------------------------------------------------------
+
+    def identities(self, call: Call) -> list[tuple[Any, ...]]:
+        """What makes each item's answer (for the cache): its text and per-row options."""
+        return [identity(item) for item in call.items]
+
+    def output_table(self, call: Call, per_item: dict[str, pa.Array]) -> pa.Table:
+        """The output rows of ``call``: key, kept columns and result columns."""
+        table = call.rows.to_arrow()
+        for name, array in fan_out(call, per_item).items():
+            table = table.append_column(name, array)
+        return table
+
+
+def identity(item: Item) -> tuple[Any, ...]:
+    """A text item's cache identity: the text, then its option values in name order."""
+    if isinstance(item, MediaRef):
+        # a path, size and duration do not identify a recording's content
+        raise TypeError("audio files have no cache identity")
+    return (item.text, *(value for _, value in item.options))
+
+
+def fan_out(call: Call, per_item: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """Per-item result columns spread over every row of ``call``."""
+    if call.item_of_row == tuple(range(call.size)):
+        return per_item
+    take = pa.array(call.item_of_row, pa.int32())
+    return {name: array.take(take) for name, array in per_item.items()}
