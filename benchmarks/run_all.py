@@ -72,6 +72,8 @@ class Bench:
 BENCHES = [
     Bench("E1", "emulator_speed.py", ["--requests", "50"], [], _emulator_speed),
     Bench("E2", "plan_accuracy.py", [], [], _plan_accuracy),
+    Bench("E3", "emulator_startup.py", ["--short"], []),
+    Bench("E4", "transcribe.py", ["--short"], []),
     Bench("P1", "rate_limit.py", ["--short"], []),
     Bench("P2", "packing.py", ["--short"], []),
     Bench("P3", "client_cpu.py", ["--short"], []),

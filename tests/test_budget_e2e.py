@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 
 LARGE = "@cf/baai/bge-large-en-v1.5"  # 18,582 neurons per M tokens: a day is ~538k tokens
@@ -24,10 +22,7 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture
-def emu() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(daily_neurons=10_000, rpm_scale=100)) as emulator:
-        yield emulator
+pytestmark = pytest.mark.emulator(daily_neurons=10_000, rpm_scale=100)
 
 
 def corpus(path: Path, rows: int, words: int = 90, salt: str = "") -> None:

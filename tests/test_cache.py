@@ -4,7 +4,6 @@ answered from the cache, across jobs, with no request and no neurons."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 from pipelines.run.cache import ResultCache, decode_rows, encode_row, item_key, scope_of
 from pipelines.run.settings import RunSettings
@@ -22,12 +20,9 @@ BGE = "@cf/baai/bge-small-en-v1.5"
 
 
 @pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig()) as emulator:
-        monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct")
-        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "tok")
-        monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emulator.base_url)
-        yield emulator
+def emu(emu: RunningEmulator, env: dict[str, str]) -> RunningEmulator:
+    """The shared emulator, with the environment pointing at it."""
+    return emu
 
 
 def job(tmp: Path, name: str, first: int, last: int) -> Path:

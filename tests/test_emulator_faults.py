@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from pipelines.emulator import EmulatorConfig, FakeClock, RunningEmulator
 
 AUTH = {"Authorization": "Bearer test-token"}
 SMALL = "@cf/baai/bge-small-en-v1.5"
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig()) as running:
-        yield running
-
-
 @pytest.fixture()
-def url(emu: RunningEmulator) -> Iterator[str]:
-    emu.reset()
-    yield f"{emu.base_url}/accounts/acct/ai/run/{SMALL}"
-    for knob in ("error_rate", "capacity_rate", "drop_rate", "malformed_rate", "latency_ms"):
-        setattr(emu.config, knob, 0.0)
-    emu.config.capacity_burst_every_s = emu.config.capacity_burst_len_s = 0.0
+def url(emu: RunningEmulator) -> str:
+    return f"{emu.base_url}/accounts/acct/ai/run/{SMALL}"
 
 
 def test_error_rate_one_gives_5xx_envelopes(emu: RunningEmulator, url: str) -> None:
@@ -51,23 +40,22 @@ def test_capacity_rate_gives_3040(emu: RunningEmulator, url: str) -> None:
     }
 
 
-def test_capacity_bursts_come_and_go(emu: RunningEmulator, url: str) -> None:
-    emu.config.capacity_burst_every_s = 0.6
-    emu.config.capacity_burst_len_s = 0.3
-    emu.reset()  # bursts are timed from the (re)start
+@pytest.mark.emulator(capacity_burst_every_s=60, capacity_burst_len_s=15)
+def test_capacity_bursts_come_and_go(url: str, fake_clock: FakeClock) -> None:
     codes = []
-    deadline = time.monotonic() + 1.3
-    while time.monotonic() < deadline:
+    for _ in range(12):  # two periods, 10 s apart: 0-15 s of every 60 s is an outage
         codes.append(httpx.post(url, json={"text": "x"}, headers=AUTH).status_code)
-        time.sleep(0.05)
-    assert codes[0] == 429 and 200 in codes and codes.count(429) >= 3
+        fake_clock.advance(10)
+    assert codes == [429, 429, 200, 200, 200, 200] * 2
 
 
-def test_latency_is_added(emu: RunningEmulator, url: str) -> None:
-    emu.config.latency_ms = 150
-    start = time.perf_counter()
-    assert httpx.post(url, json={"text": "x"}, headers=AUTH).status_code == 200
-    assert time.perf_counter() - start >= 0.15
+@pytest.mark.emulator(latency_ms=150, latency_jitter_ms=20, spike_rate=1.0, spike_ms=1000)
+def test_latency_is_added(url: str, fake_clock: FakeClock) -> None:
+    for _ in range(3):
+        assert httpx.post(url, json={"text": "x"}, headers=AUTH).status_code == 200
+    assert len(fake_clock.slept) == 3
+    assert all(1.130 <= s <= 1.170 for s in fake_clock.slept), fake_clock.slept
+    assert len(set(fake_clock.slept)) == 3  # jittered
 
 
 def test_dropped_connection_raises_in_the_client(emu: RunningEmulator, url: str) -> None:
@@ -91,10 +79,12 @@ def test_malformed_body_is_not_json(emu: RunningEmulator, url: str) -> None:
         response.json()
 
 
-def test_faults_are_reproducible_for_a_seed() -> None:
+def test_faults_are_reproducible_for_a_seed(
+    emulator_factory: Callable[..., RunningEmulator],
+) -> None:
     def sequence(seed: int) -> list[int]:
-        cfg = EmulatorConfig(error_rate=0.5, seed=seed)
-        with running_emulator(cfg) as emu, httpx.Client(headers=AUTH) as client:
+        emu = emulator_factory(error_rate=0.5, seed=seed)
+        with httpx.Client(headers=AUTH) as client:
             target = f"{emu.base_url}/accounts/a/ai/run/{SMALL}"
             return [client.post(target, json={"text": "x"}).status_code for _ in range(16)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from pipelines.catalog.models import ModelInfo, get_model, list_models
-from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from pipelines.emulator import RunningEmulator
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -39,19 +39,6 @@ def output_errors(model: ModelInfo, output: Any) -> list[str]:
         for e in validator.iter_errors(output)
         if not (e.validator == "oneOf" and "is valid under each of" in e.message)
     ]
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig()) as running:
-        yield running
-
-
-@pytest.fixture()
-def client(emu: RunningEmulator) -> Iterator[httpx.Client]:
-    emu.reset()
-    with httpx.Client(base_url=f"{emu.base_url}/accounts/acct/ai", headers=AUTH) as c:
-        yield c
 
 
 def run(client: httpx.Client, model: str, **kwargs: Any) -> Any:
@@ -94,17 +81,17 @@ def _inputs(model: ModelInfo) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("model", list_models(), ids=lambda m: m.short_name)
 def test_every_output_validates_against_the_published_schema(
-    client: httpx.Client, model: ModelInfo
+    emu_client: httpx.Client, model: ModelInfo
 ) -> None:
     for case in _inputs(model):
-        out = run(client, model.id, **case)
+        out = run(emu_client, model.id, **case)
         assert output_errors(model, out) == [], (model.id, case.keys())
 
 
-def test_embeddings_have_catalog_dimensions_and_unit_length(client: httpx.Client) -> None:
+def test_embeddings_have_catalog_dimensions_and_unit_length(emu_client: httpx.Client) -> None:
     for model in (m for m in list_models() if m.task == "embed"):
         key = "text"
-        out = run(client, model.id, json={key: ["alpha beta", "gamma"]})
+        out = run(emu_client, model.id, json={key: ["alpha beta", "gamma"]})
         vectors = np.asarray(out["data"], dtype=np.float64)
         assert out["shape"] == [2, model.dimensions] == list(vectors.shape)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -112,10 +99,10 @@ def test_embeddings_have_catalog_dimensions_and_unit_length(client: httpx.Client
         assert np.count_nonzero(vectors) > 0.9 * vectors.size
 
 
-def test_pooling_is_echoed_and_changes_the_vectors(client: httpx.Client) -> None:
+def test_pooling_is_echoed_and_changes_the_vectors(emu_client: httpx.Client) -> None:
     model = "@cf/baai/bge-base-en-v1.5"
-    mean = run(client, model, json={"text": ["same text"]})
-    cls = run(client, model, json={"text": ["same text"], "pooling": "cls"})
+    mean = run(emu_client, model, json={"text": ["same text"]})
+    cls = run(emu_client, model, json={"text": ["same text"], "pooling": "cls"})
     assert (mean["pooling"], cls["pooling"]) == ("mean", "cls")
     assert mean["data"] != cls["data"]
 
@@ -125,30 +112,32 @@ def _cos(a: list[float], b: list[float]) -> float:
     return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
 
 
-def test_outputs_are_deterministic_and_similar_texts_are_closer(client: httpx.Client) -> None:
+def test_outputs_are_deterministic_and_similar_texts_are_closer(
+    emu_client: httpx.Client, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
     texts = [
         "The cat sat on the warm mat",
         "A cat was sitting on the mat",
         "Quarterly revenue grew in European markets",
     ]
     model = "@cf/baai/bge-small-en-v1.5"
-    first = run(client, model, json={"text": texts})["data"]
-    again = run(client, model, json={"text": texts})["data"]
+    first = run(emu_client, model, json={"text": texts})["data"]
+    again = run(emu_client, model, json={"text": texts})["data"]
     assert first == again
     assert _cos(first[0], first[1]) > _cos(first[0], first[2]) + 0.2
     # the seed salts outputs: another seed, other vectors
-    with running_emulator(EmulatorConfig(seed=7)) as other:
-        response = httpx.post(
-            f"{other.base_url}/accounts/a/ai/run/{model}", json={"text": texts}, headers=AUTH
-        )
-        assert response.json()["result"]["data"] != first
+    other = emulator_factory(seed=7)
+    response = httpx.post(
+        f"{other.base_url}/accounts/a/ai/run/{model}", json={"text": texts}, headers=AUTH
+    )
+    assert response.json()["result"]["data"] != first
 
 
-def test_sentiment_follows_the_words(client: httpx.Client) -> None:
+def test_sentiment_follows_the_words(emu_client: httpx.Client) -> None:
     model = "@cf/huggingface/distilbert-sst-2-int8"
-    good = run(client, model, json={"text": "I love it, an excellent and wonderful film"})
-    bad = run(client, model, json={"text": "Terrible, boring and a waste of time"})
-    negated = run(client, model, json={"text": "This was not good at all"})
+    good = run(emu_client, model, json={"text": "I love it, an excellent and wonderful film"})
+    bad = run(emu_client, model, json={"text": "Terrible, boring and a waste of time"})
+    negated = run(emu_client, model, json={"text": "This was not good at all"})
     assert good[0]["label"] == "POSITIVE" and good[0]["score"] > 0.9
     assert bad[0]["label"] == "NEGATIVE" and bad[0]["score"] > 0.9
     assert negated[0]["label"] == "NEGATIVE"
@@ -156,50 +145,52 @@ def test_sentiment_follows_the_words(client: httpx.Client) -> None:
     assert good[0]["score"] >= good[1]["score"]
 
 
-def test_reranker_orders_by_overlap_and_honours_top_k(client: httpx.Client) -> None:
+def test_reranker_orders_by_overlap_and_honours_top_k(emu_client: httpx.Client) -> None:
     contexts = [{"text": "stock prices fell"}, {"text": "how to bake bread at home"}]
     body = {"query": "bake bread", "contexts": contexts}
-    out = run(client, "@cf/baai/bge-reranker-base", json=body)
+    out = run(emu_client, "@cf/baai/bge-reranker-base", json=body)
     assert [r["id"] for r in out["response"]] == [1, 0]
     assert out["response"][0]["score"] > out["response"][1]["score"]
-    top = run(client, "@cf/baai/bge-reranker-base", json={**body, "top_k": 1})
+    top = run(emu_client, "@cf/baai/bge-reranker-base", json={**body, "top_k": 1})
     assert [r["id"] for r in top["response"]] == [1]
 
 
-def test_bge_m3_query_form_ranks_contexts(client: httpx.Client) -> None:
+def test_bge_m3_query_form_ranks_contexts(emu_client: httpx.Client) -> None:
     body = {
         "query": "rainfall in spring",
         "contexts": [{"text": "the football final"}, {"text": "spring rainfall was high"}],
     }
-    out = run(client, "@cf/baai/bge-m3", json=body)
+    out = run(emu_client, "@cf/baai/bge-m3", json=body)
     assert out["response"][0]["id"] == 1
-    plain = run(client, "@cf/baai/bge-m3", json={"contexts": body["contexts"]})
+    plain = run(emu_client, "@cf/baai/bge-m3", json={"contexts": body["contexts"]})
     assert plain["shape"] == [2, 1024] and len(plain["response"]) == 2
 
 
-def test_qwen3_embeds_queries_then_documents(client: httpx.Client) -> None:
+def test_qwen3_embeds_queries_then_documents(emu_client: httpx.Client) -> None:
     model = "@cf/qwen/qwen3-embedding-0.6b"
-    out = run(client, model, json={"queries": "red apples", "documents": ["red apples", "tax law"]})
+    out = run(
+        emu_client, model, json={"queries": "red apples", "documents": ["red apples", "tax law"]}
+    )
     assert out["shape"] == [3, 1024]
     assert _cos(out["data"][0], out["data"][1]) > 0.99
     assert _cos(out["data"][0], out["data"][2]) < 0.5
 
 
-def test_translation_accepts_codes_and_names(client: httpx.Client) -> None:
+def test_translation_accepts_codes_and_names(emu_client: httpx.Client) -> None:
     model = "@cf/meta/m2m100-1.2b"
-    by_code = run(client, model, json={"text": "Hello world", "target_lang": "fr"})
-    by_name = run(client, model, json={"text": "Hello world", "target_lang": "French"})
-    german = run(client, model, json={"text": "Hello world", "target_lang": "de"})
+    by_code = run(emu_client, model, json={"text": "Hello world", "target_lang": "fr"})
+    by_name = run(emu_client, model, json={"text": "Hello world", "target_lang": "French"})
+    german = run(emu_client, model, json={"text": "Hello world", "target_lang": "de"})
     assert by_code == by_name
     assert by_code["translated_text"].startswith("[fr] ")
     assert german["translated_text"] != by_code["translated_text"]
 
 
-def test_whisper_word_timings_follow_the_real_duration(client: httpx.Client) -> None:
+def test_whisper_word_timings_follow_the_real_duration(emu_client: httpx.Client) -> None:
     for seconds in (0.7, 3.3):
         audio = wav_bytes(seconds)
         out = run(
-            client, "@cf/openai/whisper", content=audio, headers={"content-type": "audio/wav"}
+            emu_client, "@cf/openai/whisper", content=audio, headers={"content-type": "audio/wav"}
         )
         words = out["words"]
         assert out["word_count"] == len(words) >= 1
@@ -209,13 +200,13 @@ def test_whisper_word_timings_follow_the_real_duration(client: httpx.Client) -> 
         assert abs(words[-1]["end"] - seconds) < 0.1
         assert out["vtt"].startswith("WEBVTT")
         # the JSON uint8 form decodes to the same audio, hence the same transcript
-        assert run(client, "@cf/openai/whisper", json={"audio": list(audio)}) == out
+        assert run(emu_client, "@cf/openai/whisper", json={"audio": list(audio)}) == out
 
 
-def test_whisper_turbo_reports_duration_and_segments(client: httpx.Client) -> None:
+def test_whisper_turbo_reports_duration_and_segments(emu_client: httpx.Client) -> None:
     audio = wav_bytes(7.5, fmt="FLAC")
     body = {"audio": base64.b64encode(audio).decode(), "language": "de", "prefix": "Hallo"}
-    out = run(client, "@cf/openai/whisper-large-v3-turbo", json=body)
+    out = run(emu_client, "@cf/openai/whisper-large-v3-turbo", json=body)
     info = out["transcription_info"]
     assert info["language"] == "de"
     assert info["duration"] == pytest.approx(7.5, abs=0.01)
@@ -227,7 +218,7 @@ def test_whisper_turbo_reports_duration_and_segments(client: httpx.Client) -> No
     assert out["word_count"] == len(out["text"].split())
 
 
-def test_model_ids_route_with_slashes(client: httpx.Client) -> None:
+def test_model_ids_route_with_slashes(emu_client: httpx.Client) -> None:
     assert get_model("@cf/baai/bge-small-en-v1.5").dimensions == 384
-    out = run(client, "@cf/baai/bge-small-en-v1.5", json={"text": "x"})
+    out = run(emu_client, "@cf/baai/bge-small-en-v1.5", json={"text": "x"})
     assert out["shape"] == [1, 384]

@@ -33,25 +33,12 @@ import yaml
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.emulator import EmulatorConfig, running_emulator
 
 BGE = "@cf/baai/bge-small-en-v1.5"
 ERROR, DEAD, OK = "error", "dead-letter", "ok"
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Any]:
-    with running_emulator(EmulatorConfig(daily_neurons=1_000_000, rpm_scale=10)) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def env(emu: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    emu.reset()
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-hostile")
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "hostile-token-value")
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
-    return dict(os.environ)
+pytestmark = pytest.mark.emulator(daily_neurons=1_000_000, rpm_scale=10)
 
 
 # -- building blocks -----------------------------------------------------------------------

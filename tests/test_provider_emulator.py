@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import io
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import jsonschema
@@ -22,7 +22,7 @@ from pipelines.core.errors import (
     RateLimited,
     UnknownModel,
 )
-from pipelines.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from pipelines.emulator import FakeClock, RunningEmulator
 from pipelines.providers import CloudflareProvider, ProviderSettings, RetryPolicy, with_retries
 
 T = TypeVar("T")
@@ -68,10 +68,7 @@ def run(emu: RunningEmulator, model: ModelInfo, inputs: dict[str, Any], token: s
     return call(emu, lambda p: p.run(model, inputs), token)
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(token=TOKEN)) as running:
-        yield running
+pytestmark = pytest.mark.emulator(token=TOKEN)
 
 
 def test_embedding_call(emu: RunningEmulator) -> None:
@@ -117,17 +114,18 @@ def test_too_many_texts_is_5006(emu: RunningEmulator) -> None:
     assert (info.value.status, info.value.code) == (400, 5006)
 
 
-def test_batch_api_round_trip(emu: RunningEmulator) -> None:
-    async def go(p: CloudflareProvider) -> dict[str, Any]:
+@pytest.mark.emulator(token=TOKEN, batch_delay_s=30)
+def test_batch_api_round_trip(emu: RunningEmulator, fake_clock: FakeClock) -> None:
+    async def go(p: CloudflareProvider) -> dict[str, Any] | None:
         request_id = await p.submit_batch(SMALL, [{"text": ["a", "b"]}, {"text": ["c"]}])
-        for _ in range(200):
-            done = await p.poll_batch(SMALL, request_id)
-            if done is not None:
-                return done
-            await asyncio.sleep(0.05)
-        raise AssertionError("the batch never finished")
+        assert await p.poll_batch(SMALL, request_id) is None  # queued
+        fake_clock.advance(29)
+        assert await p.poll_batch(SMALL, request_id) is None  # running
+        fake_clock.advance(1)
+        return await p.poll_batch(SMALL, request_id)
 
     done = call(emu, go)
+    assert done is not None
     by_id = {r["id"]: r["result"] for r in done["responses"]}
     assert by_id[0]["shape"] == [2, 384] and by_id[1]["shape"] == [1, 384]
 
@@ -140,37 +138,38 @@ def test_fetch_usage_matches_the_emulator(emu: RunningEmulator) -> None:
     assert call(emu, lambda p: p.fetch_usage(str(dt.date(2001, 1, 1)))) == {}
 
 
-def test_rate_limit_3021_with_retry_after() -> None:
-    with running_emulator(EmulatorConfig(token=TOKEN, rpm_scale=1 / 3000)) as small:
+@pytest.mark.emulator(token=TOKEN, rpm_scale=1 / 3000)
+def test_rate_limit_3021_with_retry_after(emu: RunningEmulator, fake_clock: FakeClock) -> None:
+    async def twice(p: CloudflareProvider) -> None:
+        await p.run(SMALL, {"text": ["one"]})
+        fake_clock.advance(45)
+        await p.run(SMALL, {"text": ["two"]})
 
-        async def twice(p: CloudflareProvider) -> None:
-            await p.run(SMALL, {"text": ["one"]})
-            await p.run(SMALL, {"text": ["two"]})
-
-        with pytest.raises(RateLimited) as info:
-            call(small, twice)
+    with pytest.raises(RateLimited) as info:
+        call(emu, twice)
     assert (info.value.status, info.value.code) == (429, 3021)
-    assert info.value.retry_after is not None and info.value.retry_after > 0
+    assert info.value.retry_after == 15.0
+    fake_clock.advance(15)
+    assert run(emu, SMALL, {"text": ["three"]})["shape"] == [1, 384]
 
 
 @pytest.mark.parametrize("code", [3036, 4006])
-def test_daily_exhaustion_is_terminal(code: int) -> None:
-    config = EmulatorConfig(token=TOKEN, daily_neurons=0.001, exhausted_code=code)
-    with running_emulator(config) as tiny:
-        run(tiny, SMALL, {"text": ["spends the whole allocation"]})
-        slept: list[float] = []
+def test_daily_exhaustion_is_terminal(emu: RunningEmulator, code: int) -> None:
+    emu.config.daily_neurons, emu.config.exhausted_code = 0.001, code
+    run(emu, SMALL, {"text": ["spends the whole allocation"]})
+    slept: list[float] = []
 
-        async def fake_sleep(s: float) -> None:
-            slept.append(s)
+    async def fake_sleep(s: float) -> None:
+        slept.append(s)
 
-        async def retried(p: CloudflareProvider) -> Any:
-            return await with_retries(
-                lambda: p.run(SMALL, {"text": ["too late"]}), RetryPolicy(), sleep=fake_sleep
-            )
+    async def retried(p: CloudflareProvider) -> Any:
+        return await with_retries(
+            lambda: p.run(SMALL, {"text": ["too late"]}), RetryPolicy(), sleep=fake_sleep
+        )
 
-        with pytest.raises(DailyNeuronsExhausted) as info:
-            call(tiny, retried)
-        assert (info.value.status, info.value.code) == (429, code)
-        assert "00:00 UTC" in info.value.message
-        assert slept == []
-        assert tiny.stats()["status_counts"].get("429") == 1
+    with pytest.raises(DailyNeuronsExhausted) as info:
+        call(emu, retried)
+    assert (info.value.status, info.value.code) == (429, code)
+    assert "00:00 UTC" in info.value.message
+    assert slept == []
+    assert emu.stats()["status_counts"].get("429") == 1

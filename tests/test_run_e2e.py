@@ -4,12 +4,10 @@ resume, incremental runs, budget stops, auth failures and kill -9 recovery."""
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -19,23 +17,6 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.emulator import EmulatorConfig, running_emulator
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[object]:
-    with running_emulator(EmulatorConfig()) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def env(emu: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    emu.reset()  # type: ignore[attr-defined]
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-test")
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "secret-token-value")
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)  # type: ignore[attr-defined]
-    return dict(os.environ)
-
 
 WORDS = "alpha beta gamma delta river mountain city market music garden ocean winter".split()
 
@@ -217,9 +198,13 @@ def test_bad_token_aborts_at_once(
     finally:
         emu.config.token = None  # type: ignore[attr-defined]
     assert code == 2, out
-    assert "secret-token-value" not in out
+    assert env["CLOUDFLARE_API_TOKEN"] not in out
     stats = emu.stats()  # type: ignore[attr-defined]
     assert stats["status_counts"].get("401", 0) <= 16  # not one per row
+
+
+def items_sent(emu: object) -> int:
+    return int(emu.stats()["models"].get(BGE, {}).get("items", 0))  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
@@ -232,13 +217,17 @@ def test_kill_9_then_resume_gives_every_row_exactly_once(
     emu.config.latency_ms = 20  # type: ignore[attr-defined]
     try:
         for _ in range(3):
+            sent = items_sent(emu)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelines", "run", "--no-progress", job],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(1.5)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and items_sent(emu) < sent + 200:  # mid-run, 20 requests in
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     finally:

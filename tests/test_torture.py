@@ -40,23 +40,9 @@ WORDS = (
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Any]:
-    # per-minute limits raised 20 times: the tests pick their own pace (limits in the job)
-    config = EmulatorConfig(daily_neurons=1_000_000, rpm_scale=20, seed=8)
-    with running_emulator(config) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def env(emu: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    emu.reset()
-    _calm(emu)
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-torture")
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "torture-token-value")
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
-    yield dict(os.environ)
-    _calm(emu)
+# per-minute limits raised 20 times: the tests pick their own pace (limits in the job)
+KNOBS: dict[str, Any] = {"daily_neurons": 1_000_000, "rpm_scale": 20, "seed": 8}
+pytestmark = pytest.mark.emulator(**KNOBS)
 
 
 def _calm(emu: Any) -> None:
@@ -322,14 +308,14 @@ FAULTS: dict[str, tuple[dict[str, float], str, tuple[int, ...]]] = {
 
 
 @pytest.fixture(scope="module")
-def fault_reference(tmp_path_factory: pytest.TempPathFactory, emu: Any) -> dict[str, np.ndarray]:
+def fault_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     tmp = tmp_path_factory.mktemp("fault-reference")
-    with pytest.MonkeyPatch.context() as mp:
+    # its own, calm emulator (outputs are salted by the seed: the same one as the tests')
+    with running_emulator(EmulatorConfig(**KNOBS)) as emu, pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-reference")
         mp.setenv("CLOUDFLARE_API_TOKEN", "reference-token")
         mp.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
         mp.setenv("PIPELINES_STATE_DIR", str(tmp / "state"))
-        _calm(emu)
         return reference_vectors(tmp, list(range(FAULT_ROWS)))
 
 
@@ -378,8 +364,7 @@ def test_faults_lose_and_duplicate_nothing(
         assert not failed & done
         assert len(done) + len(failed) == FAULT_ROWS
     _calm(emu)
-    if not exact:  # let requests the client gave up on finish before the next test
-        time.sleep((knobs.get("spike_ms", 0) + knobs.get("latency_ms", 0)) / 1000 + 0.2)
+    emu.wait_idle()  # requests the client gave up on are answered, and billed, by now
     assert codes[0] in first_codes and codes[-1] == 0, codes
     output = tmp_path / "out/result.parquet"
     assert read_everywhere(output) == FAULT_ROWS

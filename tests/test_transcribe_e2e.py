@@ -9,8 +9,6 @@ import io
 import itertools
 import os
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.media.chunking import parse_vtt
 
 WHISPER = "@cf/openai/whisper"
@@ -49,20 +46,6 @@ def write_audio(path: Path, seconds: float, rate: int = 16_000) -> None:
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
     path.write_bytes(out.getvalue())
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Any]:
-    with running_emulator(EmulatorConfig()) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def env(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    emu.reset()
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-test")
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "secret-token-value")
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
 
 
 def write_job(tmp: Path, model: str = WHISPER, params: str = "{}", **extra: str) -> Path:
@@ -158,9 +141,7 @@ def test_long_recording_is_cut_sent_in_chunks_and_stitched(
     assert code == 0, out
     assert "11.0 audio minutes" in out and "453.9" in out  # 662 s × 41.14 neurons a minute
 
-    started = time.monotonic()
     code, out = cli("run", "--no-progress", job)
-    wall = time.monotonic() - started
     assert code == 0, out
     # 8 MiB of 16 kHz WAV is 262 s: 660 s go in 3 requests, the short file in 1
     assert requests(emu, WHISPER) == 4
@@ -183,7 +164,6 @@ def test_long_recording_is_cut_sent_in_chunks_and_stitched(
     assert srt.startswith("1\n00:00:00,000 --> ") and len(parse_vtt(srt)) == len(cues)
     assert (subs / "short.wav.vtt").exists()
     assert not list(subs.rglob("*.tmp"))
-    assert wall < 20, wall
 
 
 def test_turbo_cuts_at_one_mib_and_sends_options(tmp_path: Path, env: None, emu: Any) -> None:

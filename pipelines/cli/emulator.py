@@ -7,8 +7,11 @@ this one is listening well within a few seconds.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
+
+from pipelines.core.errors import JobError
 
 
 @click.command()
@@ -38,54 +41,33 @@ import click
 @click.option("--strict-cap", is_flag=True, help="Refuse requests that would cross the cap.")
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, help="413 above.")
 @click.option("--batch-delay-s", default=0.2, show_default=True, help="Batch API turnaround.")
-def emulator(
-    host: str,
-    port: int,
-    daily_neurons: float,
-    rpm_scale: float,
-    latency_ms: float,
-    latency_jitter_ms: float,
-    spike_rate: float,
-    spike_ms: float,
-    error_rate: float,
-    capacity_rate: float,
-    capacity_burst_every_s: float,
-    capacity_burst_len_s: float,
-    drop_rate: float,
-    malformed_rate: float,
-    seed: int,
-    token: str | None,
-    exhausted_code: str,
-    strict_cap: bool,
-    max_body_bytes: int,
-    batch_delay_s: float,
-) -> None:
+@click.option(
+    "--error-result-shape",
+    type=click.Choice(["null", "object"]),
+    default="null",
+    show_default=True,
+    help='"result" of error answers: null, or {} as real 400s carry.',
+)
+@click.option(
+    "--codeless-error-rate", default=0.0, show_default=True, help="P(error without a code)."
+)
+@click.option(
+    "--graphql-string-type",
+    type=click.Choice(["string", "String"]),
+    default="string",
+    show_default=True,
+    help="String type of the analytics schema; the other spelling is a GraphQL error.",
+)
+def emulator(host: str, port: int, exhausted_code: str, **knobs: Any) -> None:
     """Run the local Workers AI emulator (point CLOUDFLARE_API_BASE_URL at it)."""
     from pipelines.emulator import EmulatorConfig, serve
 
+    if not 0 <= port <= 65535:
+        raise JobError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
     try:
-        config = EmulatorConfig(
-            daily_neurons=daily_neurons,
-            rpm_scale=rpm_scale,
-            latency_ms=latency_ms,
-            latency_jitter_ms=latency_jitter_ms,
-            spike_rate=spike_rate,
-            spike_ms=spike_ms,
-            error_rate=error_rate,
-            capacity_rate=capacity_rate,
-            capacity_burst_every_s=capacity_burst_every_s,
-            capacity_burst_len_s=capacity_burst_len_s,
-            drop_rate=drop_rate,
-            malformed_rate=malformed_rate,
-            seed=seed,
-            token=token,
-            exhausted_code=int(exhausted_code),
-            strict_cap=strict_cap,
-            max_body_bytes=max_body_bytes,
-            batch_delay_s=batch_delay_s,
-        )
+        config = EmulatorConfig(exhausted_code=int(exhausted_code), **knobs)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise JobError(f"invalid emulator setting: {exc}") from None
 
     def ready(bound_host: str, bound_port: int) -> None:
         click.echo(f"listening on http://{bound_host}:{bound_port}")
@@ -96,7 +78,6 @@ def emulator(
         serve(config, host=host, port=port, on_ready=ready)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
         click.echo("emulator stopped", err=True)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+    except (OSError, OverflowError) as exc:  # in use, not an address of this host, no such host
+        detail = getattr(exc, "strerror", None) or str(exc)
+        raise JobError(f"cannot listen on {host}:{port}: {detail}") from None

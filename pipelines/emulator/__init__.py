@@ -9,23 +9,27 @@
         ...
         emu.stats()["neurons_today"]
 
-Modules: ``config`` (knobs), ``app`` (routes), ``service`` (checks and billing),
-``inputs``/``outputs``/``vectors``/``speech``/``languages`` (models), ``ledger`` (day, usage,
-per-minute windows), ``faults``, ``batch`` (Batch API), ``graphql`` (usage query),
-``envelope`` (wire format and error codes), ``server`` (uvicorn).
+Modules: ``config`` (knobs), ``clock`` (real or fake time), ``app`` (routes), ``service``
+(checks and billing), ``inputs``/``outputs``/``vectors``/``speech``/``languages`` (models),
+``ledger`` (day, usage, per-minute windows), ``faults``, ``batch`` (Batch API), ``graphql``
+(usage query), ``envelope`` (wire format and error codes), ``server`` (uvicorn).
 """
 
 from __future__ import annotations
 
 from pipelines.emulator.app import ConnectionDropped, EmulatorApp, build_app
+from pipelines.emulator.clock import Clock, FakeClock, SystemClock
 from pipelines.emulator.config import EmulatorConfig
 from pipelines.emulator.server import RunningEmulator, running_emulator, serve
 
 __all__ = [
+    "Clock",
     "ConnectionDropped",
     "EmulatorApp",
     "EmulatorConfig",
+    "FakeClock",
     "RunningEmulator",
+    "SystemClock",
     "build_app",
     "running_emulator",
     "serve",

@@ -2,7 +2,7 @@
 
 Routes: ``/client/v4/accounts/{account}/ai/run/{model}`` (sync and ``?queueRequest=true``),
 ``/client/v4/accounts/{account}/ai/v1/embeddings``, ``/client/v4/graphql`` and the
-``/__emulator/*`` control endpoints.
+``/__emulator/*`` control endpoints; any other path gets Cloudflare's 404 / 7000.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from pipelines.emulator import envelope as env
 from pipelines.emulator import graphql
+from pipelines.emulator.clock import Clock
 from pipelines.emulator.config import EmulatorConfig
 from pipelines.emulator.faults import FaultPlan, truncate
 from pipelines.emulator.inputs import check_input, parse_json, raw_audio_input
@@ -28,6 +29,7 @@ from pipelines.emulator.service import Emulator
 
 logger = logging.getLogger(__name__)
 PREFIX = "/client/v4"
+CONTROL = "/__emulator"
 _DROP_KEY = "pipelines.emulator.drop"
 
 
@@ -56,9 +58,19 @@ class EmulatorApp(Starlette):
             return
         flag = [False]
         scope[_DROP_KEY] = flag
-        await super().__call__(scope, receive, send)
-        if not flag[0]:
-            return
+        counted = not scope["path"].startswith(CONTROL)
+        if counted:  # lets a test wait until requests its client gave up on are done
+            self.emulator.in_flight += 1
+        try:
+            await super().__call__(scope, receive, send)
+            if flag[0]:
+                await self._drop(send)
+        finally:
+            if counted:
+                self.emulator.in_flight -= 1
+
+    @staticmethod
+    async def _drop(send: Send) -> None:
         # uvicorn hands the app its per-request cycle's bound ``send``; its transport is the
         # socket. Closing it before any byte of a response is what a dropped connection
         # looks like to a client ("Server disconnected without sending a response").
@@ -89,10 +101,15 @@ def _emulator(request: Request) -> Emulator:
     return app.emulator
 
 
+def _error_response(emu: Emulator, exc: env.ApiError) -> Response:
+    """An inference error, in the envelope shape the knobs ask for."""
+    return env.json_response(emu.error_body(exc), exc.status, exc.headers)
+
+
 async def _faulted(emu: Emulator) -> FaultPlan:
     plan = emu.faults.plan(emu.config, emu.elapsed())
     if plan.delay_s > 0:
-        await asyncio.sleep(plan.delay_s)
+        await emu.clock.sleep(plan.delay_s)
     if plan.kind == "error":
         raise env.server_error(plan.status)
     if plan.kind == "capacity":
@@ -110,11 +127,11 @@ async def _serve(request: Request, handler: Handler, *, enveloped: bool = True) 
         result, plan = await handler(body)
     except env.ApiError as exc:
         emu.ledger.count(exc.status, exc.code)
-        return env.error_response(exc)
+        return _error_response(emu, exc)
     except Exception as exc:  # an emulator bug must still answer in the envelope
         logger.exception("emulator error")
         emu.ledger.count(500, 500)
-        return env.error_response(env.ApiError(500, 500, f"Internal emulator error: {exc!r}"))
+        return _error_response(emu, env.ApiError(500, 500, f"Internal emulator error: {exc!r}"))
     if plan is not None and plan.kind == "drop":
         emu.ledger.count("dropped")
         return _DropResponse()
@@ -201,9 +218,20 @@ async def graphql_usage(request: Request) -> Response:
         return env.json_response({"data": None, "errors": [{"message": "no query"}]}, 400)
     emu.settle_batches()
     ledger = emu.ledger
-    return env.json_response(
-        graphql.answer(obj["query"], obj.get("variables") or {}, ledger.day(), ledger.by_day)
+    body = graphql.answer(
+        obj["query"],
+        obj.get("variables"),
+        ledger.day(),
+        ledger.by_day,
+        emu.config.graphql_string_type,
     )
+    return env.json_response(body)
+
+
+async def no_route(request: Request) -> Response:
+    """Any other path: Cloudflare's API answers 404 / 7000 in its envelope."""
+    exc = env.ApiError(404, 7000, "No route for that URI")
+    return _error_response(_emulator(request), exc)
 
 
 async def stats(request: Request) -> Response:
@@ -239,19 +267,23 @@ async def config_knobs(request: Request) -> Response:
     return env.json_response(emu.config.as_dict())
 
 
-def build_app(config: EmulatorConfig | None = None) -> EmulatorApp:
-    """The emulator as a Starlette (ASGI) app; ``app.emulator`` is its state."""
+def build_app(config: EmulatorConfig | None = None, *, clock: Clock | None = None) -> EmulatorApp:
+    """The emulator as a Starlette (ASGI) app; ``app.emulator`` is its state.
+
+    ``clock`` (default: real time) is what it reads and waits on for everything timed.
+    """
     cfg = config if config is not None else EmulatorConfig()
     account = PREFIX + "/accounts/{account}/ai"
     routes = [
         Route(account + "/run/{model:path}", run_model, methods=["POST"]),
         Route(account + "/v1/embeddings", openai_embeddings, methods=["POST"]),
         Route(PREFIX + "/graphql", graphql_usage, methods=["POST"]),
-        Route("/__emulator/stats", stats, methods=["GET"]),
-        Route("/__emulator/reset", reset, methods=["POST"]),
-        Route("/__emulator/advance-day", advance_day, methods=["POST"]),
-        Route("/__emulator/config", config_knobs, methods=["GET", "POST"]),
+        Route(CONTROL + "/stats", stats, methods=["GET"]),
+        Route(CONTROL + "/reset", reset, methods=["POST"]),
+        Route(CONTROL + "/advance-day", advance_day, methods=["POST"]),
+        Route(CONTROL + "/config", config_knobs, methods=["GET", "POST"]),
+        Route("/{path:path}", no_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     app = EmulatorApp(routes=routes)
-    app.emulator = Emulator(cfg)
+    app.emulator = Emulator(cfg, clock)
     return app

@@ -8,7 +8,6 @@ of failing the whole batch, so one bad row does not sink the other rows.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo
+from pipelines.emulator.clock import Clock, SystemClock
 from pipelines.emulator.envelope import ApiError, bad_input
 
 RunItem = Callable[[ModelInfo, dict[str, Any]], tuple[Any, Usage]]
@@ -37,8 +37,8 @@ class BatchJob:
 class BatchQueue:
     """Jobs by request id."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self.jobs: dict[str, BatchJob] = {}
 
     def clear(self) -> None:
@@ -51,7 +51,7 @@ class BatchQueue:
             raise bad_input("Error: required properties at '/' are 'requests'")
         if not body["requests"]:
             raise bad_input("Error: minItems at '/requests' not met (at least 1 items)")
-        job = BatchJob(str(uuid.uuid4()), model, list(body["requests"]), self._clock())
+        job = BatchJob(str(uuid.uuid4()), model, list(body["requests"]), self._clock.monotonic())
         self.jobs[job.request_id] = job
         return {"status": "queued", "request_id": job.request_id, "model": model.id}
 
@@ -62,7 +62,7 @@ class BatchQueue:
         job = self.jobs.get(str(request_id))
         if job is None or job.model.id != model.id:
             raise bad_input(f"Error: no queued request {request_id!r} for {model.id}")
-        elapsed = self._clock() - job.submitted
+        elapsed = self._clock.monotonic() - job.submitted
         if job.responses is None and elapsed < delay_s:
             status = "queued" if elapsed < delay_s / 2 else "running"
             return {"status": status, "request_id": job.request_id}
@@ -71,7 +71,7 @@ class BatchQueue:
 
     def settle(self, delay_s: float, run_item: RunItem) -> None:
         """Complete (and so bill) every job whose time has come."""
-        now = self._clock()
+        now = self._clock.monotonic()
         for job in self.jobs.values():
             if job.responses is None and now - job.submitted >= delay_s:
                 self._complete(job, run_item)

@@ -7,7 +7,7 @@ The running app reads the knobs on every request, so a test may change them on
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 MB = 1024 * 1024
 
@@ -53,11 +53,31 @@ class EmulatorConfig:
     """How long an async batch stays queued/running before its responses are ready."""
     batch_max_bytes: int = 10 * MB
     """The Batch API's documented total payload limit."""
+    error_result_shape: Literal["null", "object"] = "null"
+    """``result`` of an error answer: ``null`` (as documented) or ``{}`` (as real 400s are)."""
+    graphql_string_type: Literal["string", "String"] = "string"
+    """The name of the analytics schema's string type: ``string``, as Cloudflare documents,
+    or GraphQL's built-in ``String``. A query declaring its variables with the other one
+    gets a GraphQL validation error (``errors``), as from a real GraphQL server."""
+    codeless_error_rate: float = 0.0
+    """Probability that an error answer carries no code: its ``errors`` list holds only a
+    message, or (half of those times) is empty. The HTTP status still tells what failed."""
 
     def __post_init__(self) -> None:
         if self.exhausted_code not in (3036, 4006):
             raise ValueError("exhausted_code must be 3036 or 4006")
-        for name in ("error_rate", "capacity_rate", "drop_rate", "malformed_rate", "spike_rate"):
+        if self.error_result_shape not in ("null", "object"):
+            raise ValueError("error_result_shape must be 'null' or 'object'")
+        if self.graphql_string_type not in ("string", "String"):
+            raise ValueError("graphql_string_type must be 'string' or 'String'")
+        for name in (
+            "error_rate",
+            "capacity_rate",
+            "drop_rate",
+            "malformed_rate",
+            "spike_rate",
+            "codeless_error_rate",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")

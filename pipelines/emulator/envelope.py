@@ -7,7 +7,7 @@ embedding batch never becomes a Python list of floats.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.responses import Response
@@ -55,14 +55,21 @@ def success(result: Any) -> dict[str, Any]:
     return {"result": result, "success": True, "errors": [], "messages": []}
 
 
-def failure(code: int, message: str) -> dict[str, Any]:
-    """The error envelope."""
-    return {
-        "result": None,
-        "success": False,
-        "errors": [{"code": code, "message": message}],
-        "messages": [],
-    }
+ErrorDetail = Literal["coded", "message", "empty"]
+"""How an error is listed: ``{code, message}`` (documented), a message alone, or nothing."""
+
+
+def failure(
+    code: int, message: str, *, result: Any = None, detail: ErrorDetail = "coded"
+) -> dict[str, Any]:
+    """The error envelope. Real 400s carry ``"result": {}`` and some real errors carry no
+    code (or no error at all), so ``result`` and ``detail`` can say so."""
+    errors: list[dict[str, Any]] = []
+    if detail == "coded":
+        errors.append({"code": code, "message": message})
+    elif detail == "message":
+        errors.append({"message": message})
+    return {"result": result, "success": False, "errors": errors, "messages": []}
 
 
 def error_response(exc: ApiError) -> Response:

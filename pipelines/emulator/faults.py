@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipelines.emulator.config import EmulatorConfig
+from pipelines.emulator.envelope import ErrorDetail
 
 FaultKind = Literal["none", "drop", "error", "capacity", "malformed"]
 _STATUSES = (500, 502, 503)
@@ -30,11 +31,22 @@ class Faults:
     """Draws a :class:`FaultPlan` per inference request."""
 
     def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
+        self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
-        """Start the random sequence over (on reset)."""
+        """Start the random sequences over (on reset)."""
         self.rng = random.Random(seed)
+        # Error shapes draw from their own sequence: every answer is not an error, so
+        # sharing one would make the fault decisions depend on which requests failed.
+        self.shape_rng = random.Random(f"{seed}:error-shape")
+
+    def error_detail(self, cfg: EmulatorConfig) -> ErrorDetail:
+        """How the next error answer lists its error: with its code, or (with probability
+        ``codeless_error_rate``) a message alone or an empty ``errors`` list, half each."""
+        u_codeless, u_which = self.shape_rng.random(), self.shape_rng.random()
+        if u_codeless >= cfg.codeless_error_rate:
+            return "coded"
+        return "message" if u_which < 0.5 else "empty"
 
     def plan(self, cfg: EmulatorConfig, elapsed_s: float) -> FaultPlan:
         """The plan for the next request; ``elapsed_s`` is time since the emulator started."""

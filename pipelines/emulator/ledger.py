@@ -1,7 +1,7 @@
 """The emulator's books: the emulated UTC day, neurons billed, per-minute windows and counters.
 
-The emulated day is the real UTC date plus an offset that ``advance-day`` bumps, so usage is
-kept per day and "clearing the day" is just moving to a day with nothing billed yet.
+The emulated day is the clock's UTC date plus an offset that ``advance-day`` bumps, so usage
+is kept per day and "clearing the day" is just moving to a day with nothing billed yet.
 Per-minute limits use a sliding 60-second window of accepted requests per model: a slot
 frees exactly 60 s after the request that took it, which is what ``Retry-After`` reports.
 """
@@ -9,14 +9,13 @@ frees exactly 60 s after the request that took it, which is what ``Retry-After``
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pipelines.catalog.metering import Usage
+from pipelines.emulator.clock import Clock, SystemClock
 
 WINDOW_S = 60.0
 
@@ -36,8 +35,8 @@ class ModelTotals:
 class Ledger:
     """All mutable accounting; one per app, touched only from the event loop."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self.reset()
 
     def reset(self) -> None:
@@ -54,7 +53,7 @@ class Ledger:
 
     def day(self) -> str:
         """Today's emulated UTC date, ``YYYY-MM-DD``."""
-        today = datetime.now(UTC).date() + timedelta(days=self.day_offset)
+        today = self._clock.now().date() + timedelta(days=self.day_offset)
         return today.isoformat()
 
     def advance_day(self) -> str:
@@ -70,7 +69,7 @@ class Ledger:
 
     def take_slot(self, model_id: str, limit: int) -> int | None:
         """Record a request in ``model_id``'s window, or return seconds until a slot frees."""
-        now = self._clock()
+        now = self._clock.monotonic()
         window = self.windows.setdefault(model_id, deque())
         while window and window[0] <= now - WINDOW_S:
             window.popleft()

@@ -7,13 +7,13 @@ auth → size → model → per-minute window → faults → input → daily cap
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pipelines.catalog.metering import Usage, neurons
 from pipelines.catalog.models import ModelInfo, get_model, has_model
 from pipelines.emulator import envelope as env
 from pipelines.emulator.batch import BatchQueue
+from pipelines.emulator.clock import Clock, SystemClock
 from pipelines.emulator.config import EmulatorConfig
 from pipelines.emulator.faults import Faults
 from pipelines.emulator.inputs import ModelInput, check_input
@@ -22,14 +22,17 @@ from pipelines.emulator.outputs import Outcome, infer
 
 
 class Emulator:
-    """One emulated account: its knobs, books, random faults and queued batches."""
+    """One emulated account: its knobs, clock, books, random faults and queued batches."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Clock | None = None) -> None:
         self.config = config
-        self.ledger = Ledger()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.ledger = Ledger(self.clock)
         self.faults = Faults(config.seed)
-        self.batches = BatchQueue()
-        self.started = time.monotonic()
+        self.batches = BatchQueue(self.clock)
+        self.started = self.clock.monotonic()
+        self.in_flight = 0
+        """API requests being answered now (a client that gave up may leave some behind)."""
 
     # -- checks, in request order ----------------------------------------------------
 
@@ -91,23 +94,30 @@ class Emulator:
         """Complete the batches whose delay has passed."""
         self.batches.settle(self.config.batch_delay_s, self.run_item)
 
+    def error_body(self, exc: env.ApiError) -> dict[str, Any]:
+        """The envelope of an error answer, shaped by ``error_result_shape`` and
+        ``codeless_error_rate``."""
+        result: Any = {} if self.config.error_result_shape == "object" else None
+        detail = self.faults.error_detail(self.config)
+        return env.failure(exc.code, exc.message, result=result, detail=detail)
+
     def elapsed(self) -> float:
         """Seconds since start (or the last reset); capacity bursts are timed from it."""
-        return time.monotonic() - self.started
+        return self.clock.monotonic() - self.started
 
     # -- control -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """The JSON of ``GET /__emulator/stats``."""
         self.settle_batches()
-        return self.ledger.stats(self.config.daily_neurons)
+        return {**self.ledger.stats(self.config.daily_neurons), "in_flight": self.in_flight}
 
     def reset(self) -> None:
         """Clear usage, counters, windows, batches and the random sequence."""
         self.ledger.reset()
         self.batches.clear()
         self.faults.reseed(self.config.seed)
-        self.started = time.monotonic()
+        self.started = self.clock.monotonic()
 
     def advance_day(self) -> str:
         """Move to the next emulated UTC day (settling due batches on the old one first)."""

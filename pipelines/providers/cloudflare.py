@@ -8,7 +8,6 @@ Request bodies and error mapping live in :mod:`pipelines.providers.wire`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -20,11 +19,17 @@ from pipelines.core.errors import (
     AuthenticationFailed,
     InvalidInput,
     ProviderError,
-    ServerError,
 )
 from pipelines.core.secrets import check_token, mask, secret_values
 from pipelines.core.urls import DEFAULT_BASE_URL, check_base_url
 from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.providers.usage_query import (
+    STRING_TYPES,
+    load_answer,
+    refused_as_invalid,
+    usage_from_answer,
+    usage_query,
+)
 from pipelines.providers.wire import (
     JSON_CONTENT_TYPE,
     MISSING_CREDENTIALS,
@@ -38,12 +43,6 @@ from pipelines.providers.wire import (
 
 # The Batch API documents a 10 MB payload limit; checking locally saves a doomed upload.
 BATCH_MAX_BYTES = 10 * 1000 * 1000
-
-USAGE_QUERY = (
-    "query($acct: String!, $date: Date!) { viewer { accounts(filter: {accountTag: $acct}) "
-    "{ aiInferenceAdaptiveGroups(limit: 1000, filter: {date: $date}) "
-    "{ dimensions { modelId } sum { totalNeurons } } } } }"
-)
 
 _USER_AGENT = "pipelines/0.1"
 
@@ -81,6 +80,8 @@ class CloudflareProvider(Provider):
         self._settings = settings
         self._base = check_base_url(settings.base_url, "the provider settings")
         self._timeout_s = timeout_s
+        # The spelling of the usage query's string type that the analytics API took last.
+        self._string_type = STRING_TYPES[0]
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout_s),
@@ -183,14 +184,24 @@ class CloudflareProvider(Provider):
         dt.date.fromisoformat(date)  # fail fast on a malformed date, before any request
         with self._redacting():
             self._require_credentials()
-            payload = {
-                "query": USAGE_QUERY,
-                "variables": {"acct": self._settings.account_id, "date": date},
-            }
-            resp = await self._post(self.graphql_url(), encode_json(payload), JSON_CONTENT_TYPE)
-            if resp.status_code != 200:
-                raise error_from_response(resp.status_code, resp.headers, resp.content)
-            return _usage_from_graphql(resp.content)
+            first = self._string_type
+            other = next(t for t in STRING_TYPES if t != first)
+            data = await self._usage_answer(first, date)
+            if refused_as_invalid(data):  # the other spelling of the type, once
+                retried = await self._usage_answer(other, date)
+                if not refused_as_invalid(retried):
+                    self._string_type, data = other, retried
+            return usage_from_answer(data)
+
+    async def _usage_answer(self, string_type: str, date: str) -> Mapping[str, Any]:
+        payload = {
+            "query": usage_query(string_type),
+            "variables": {"acct": self._settings.account_id, "date": date},
+        }
+        resp = await self._post(self.graphql_url(), encode_json(payload), JSON_CONTENT_TYPE)
+        if resp.status_code != 200:
+            raise error_from_response(resp.status_code, resp.headers, resp.content)
+        return load_answer(resp.content)
 
     # ----------------------------------------------------------------------- plumbing
 
@@ -239,33 +250,3 @@ class CloudflareProvider(Provider):
                 exc.message = clean
                 exc.args = (clean,)
             raise
-
-
-def _usage_from_graphql(body: bytes) -> dict[str, float]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise transport_error("the analytics API answered with a non-JSON body") from exc
-    if not isinstance(data, Mapping):
-        raise transport_error("the analytics API answered with an unexpected body")
-    errors = data.get("errors")
-    if errors:
-        text = "; ".join(
-            str(e.get("message", e)) if isinstance(e, Mapping) else str(e) for e in errors
-        )[:300]
-        if "not authorized" in text.lower() or "authentication" in text.lower():
-            raise AuthenticationFailed(
-                f"the analytics API refused the query ({text}): give the token the Account "
-                "Analytics Read permission to read neuron usage"
-            )
-        raise ServerError(f"the analytics API failed ({text}); retrying with backoff")
-    try:
-        accounts = data["data"]["viewer"]["accounts"]
-        groups = accounts[0]["aiInferenceAdaptiveGroups"] if accounts else []
-        usage: dict[str, float] = {}
-        for group in groups:
-            model_id = str(group["dimensions"]["modelId"])
-            usage[model_id] = usage.get(model_id, 0.0) + float(group["sum"]["totalNeurons"] or 0)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise transport_error("the analytics API answered in an unexpected shape") from exc
-    return usage
