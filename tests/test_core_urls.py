@@ -14,7 +14,6 @@ from pipelines.core.errors import JobError
 from pipelines.core.urls import (
     DEFAULT_BASE_URL,
     check_base_url,
-    is_loopback,
     resolve_base_url,
     shown,
     url_problem,
@@ -81,20 +80,6 @@ def test_shown_hides_only_the_credentials() -> None:
     assert shown(f"https://me:{PASSWORD}@h.example/a@b") == "https://***@h.example/a@b"
     assert shown("https://h.example/path@x") == "https://h.example/path@x"
     assert shown("not a url") == "not a url"
-
-
-@pytest.mark.parametrize(
-    ("url", "local"),
-    [
-        ("http://127.0.0.1:8787/client/v4", True),
-        ("http://localhost:1/", True),
-        ("http://[::1]:8787/", True),
-        ("https://api.cloudflare.com/client/v4", False),
-        ("http://[::1/", False),
-    ],
-)
-def test_is_loopback(url: str, local: bool) -> None:
-    assert is_loopback(url) is local
 
 
 def test_the_sdk_variable_is_read_and_ours_wins_when_both_differ() -> None:

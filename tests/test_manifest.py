@@ -83,7 +83,10 @@ def test_manifest_records_the_run(tmp_path: Path) -> None:
             "started_at": "2026-11-28T00:05:00Z",
             "ended_at": "2026-11-28T00:08:00Z",
             "status": "budget",
+            "stop_reason": "day_cap",
             "exit_code": 3,
+            "provider": "cloudflare",
+            "paid": False,
             "model": "@cf/baai/bge-small-en-v1.5",
             "rows_done": 2,
             "rows_failed": 0,
@@ -108,6 +111,17 @@ def test_history_keeps_the_last_30_and_totals_everything(tmp_path: Path) -> None
     assert data["totals"]["neurons"] == pytest.approx(0.5 * (HISTORY_RUNS + 5))
     assert data["last_run"]["job_hash"] == "h"
     assert neurons_per_row(data) == pytest.approx(0.25)
+
+
+def test_totals_keep_paid_neurons_apart_from_rehearsals(tmp_path: Path) -> None:
+    job = make_job(tmp_path)
+    for n, paid in enumerate([True, False, True]):
+        write_manifest(job, report(n), started_at=START, ended_at=START, extra={"paid": paid})
+    data = read_manifest(job.output_path)
+    assert data is not None
+    assert data["totals"]["neurons"] == pytest.approx(1.5)
+    assert data["totals"]["paid_neurons"] == pytest.approx(1.0)
+    assert [h["paid"] for h in data["history"]] == [True, False, True]
     assert neurons_per_row(data, "@cf/other/model") is None
 
 

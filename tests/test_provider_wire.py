@@ -23,14 +23,12 @@ from pipelines.core.errors import (
     TransportError,
     UnknownModel,
 )
+from pipelines.providers.refusals import error_details, error_from_response, parse_retry_after
 from pipelines.providers.wire import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     encode_run_body,
-    error_details,
-    error_from_response,
     json_inputs,
-    parse_retry_after,
     unwrap_result,
 )
 

@@ -20,7 +20,7 @@ from pipelines.core.errors import (
     TransportError,
 )
 from pipelines.providers import RetryPolicy, with_retries
-from pipelines.providers.wire import error_from_response
+from pipelines.providers.refusals import error_from_response
 
 
 class FakeClock:

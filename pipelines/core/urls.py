@@ -8,7 +8,6 @@ with a host, a valid port, no whitespace, no query or fragment, and no credentia
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -99,17 +98,3 @@ def resolve_base_url(explicit: str | None, environ: Mapping[str, str] | None = N
     if found is None:
         return DEFAULT_BASE_URL
     return check_base_url(*found)
-
-
-def is_loopback(url: str) -> bool:
-    """Whether ``url`` points at this machine (the local emulator, say)."""
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -112,6 +112,7 @@ def _last_run(
         "ended_at": iso_utc(ended_at),
         "wall_s": round(report.wall_s, 3),
         "status": report.status,
+        "stop_reason": report.stop_reason.value,
         "exit_code": report.exit_code,
         "message": report.message,
         "rows_total": report.rows_total,
@@ -130,6 +131,39 @@ def _last_run(
     for key, value in (extra or {}).items():
         run.setdefault(key, value)
     return run
+
+
+def _history_entry(job: Job, report: RunReport, run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "started_at": run["started_at"],
+        "ended_at": run["ended_at"],
+        "status": report.status,
+        "stop_reason": report.stop_reason.value,
+        "exit_code": report.exit_code,
+        "provider": run["provider"],
+        "paid": run.get("paid") is True,
+        "model": job.task.model,
+        "rows_done": report.rows_done,
+        "rows_failed": report.rows_failed,
+        "requests": report.requests,
+        "neurons": report.neurons,
+    }
+
+
+def _totals(previous: dict[str, Any], report: RunReport, *, paid: bool) -> dict[str, Any]:
+    """All runs ever, not just the history kept: what the job has cost so far. ``neurons``
+    counts every run (local and emulator figures are what the rows would have cost);
+    ``paid_neurons`` only what Cloudflare billed."""
+    totals = previous.get("totals") if isinstance(previous.get("totals"), dict) else {}
+    assert isinstance(totals, dict)
+    return {
+        "runs": int(totals.get("runs", 0)) + 1,
+        "rows_done": int(totals.get("rows_done", 0)) + report.rows_done,
+        "requests": int(totals.get("requests", 0)) + report.requests,
+        "neurons": float(totals.get("neurons", 0.0)) + report.neurons,
+        "paid_neurons": float(totals.get("paid_neurons", 0.0)) + (report.neurons if paid else 0.0),
+    }
 
 
 def write_manifest(
@@ -163,35 +197,14 @@ def write_manifest(
     )
     history = [h for h in previous.get("history", []) if isinstance(h, dict)]
     history = [h for h in history if h.get("run_id") != report.run_id]
-    history.append(
-        {
-            "run_id": report.run_id,
-            "started_at": run["started_at"],
-            "ended_at": run["ended_at"],
-            "status": report.status,
-            "exit_code": report.exit_code,
-            "model": job.task.model,
-            "rows_done": report.rows_done,
-            "rows_failed": report.rows_failed,
-            "requests": report.requests,
-            "neurons": report.neurons,
-        }
-    )
-    totals = previous.get("totals") if isinstance(previous.get("totals"), dict) else {}
-    assert isinstance(totals, dict)
+    history.append(_history_entry(job, report, run))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "job": job.name,
         "output": run["output"],
         "failures": run["failures"],
         "last_run": run,
-        # All runs ever, not just the history kept: what the job has cost so far.
-        "totals": {
-            "runs": int(totals.get("runs", 0)) + 1,
-            "rows_done": int(totals.get("rows_done", 0)) + report.rows_done,
-            "requests": int(totals.get("requests", 0)) + report.requests,
-            "neurons": float(totals.get("neurons", 0.0)) + report.neurons,
-        },
+        "totals": _totals(previous, report, paid=run.get("paid") is True),
         "history": history[-HISTORY_RUNS:],
     }
     text = redact(json.dumps(redact_value(manifest), indent=2, default=str)) + "\n"

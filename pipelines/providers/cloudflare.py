@@ -23,6 +23,7 @@ from pipelines.core.errors import (
 from pipelines.core.secrets import check_token, mask, secret_values
 from pipelines.core.urls import DEFAULT_BASE_URL, check_base_url
 from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.providers.refusals import error_from_response
 from pipelines.providers.usage_query import (
     STRING_TYPES,
     load_answer,
@@ -35,7 +36,6 @@ from pipelines.providers.wire import (
     MISSING_CREDENTIALS,
     encode_json,
     encode_run_body,
-    error_from_response,
     json_inputs,
     transport_error,
     unwrap_result,
