@@ -47,6 +47,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         "CLOUDFLARE_API_TOKEN",
         "CLOUDFLARE_API_TOKEN_FILE",
         "CLOUDFLARE_API_BASE_URL",
+        "CLOUDFLARE_BASE_URL",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIPELINES_STATE_DIR", str(tmp_path / "state"))

@@ -35,6 +35,8 @@ SMALL = "@cf/baai/bge-small-en-v1.5"
 
 @pytest.fixture
 def emu() -> Iterator[RunningEmulator]:
+    # not the shared emulator of conftest: these tests leave requests hanging on purpose,
+    # and the next test would wait for them
     with running_emulator(EmulatorConfig(rpm_scale=100)) as emulator:
         yield emulator
 
