@@ -66,14 +66,15 @@ def test_status_of_a_job_part_done(tmp_path: Path) -> None:
     [s] = collect_status([job])
     assert (s.rows_total, s.rows_done, s.rows_failed, s.rows_failed_retryable) == (10, 4, 2, 1)
     assert s.rows_pending == 5  # the retryable failure is sent again
-    assert s.last_run_status == "budget" and s.last_run_exit_code == 3
+    assert s.last_run_status == "day_cap" and s.last_run_exit_code == 3
     assert s.last_run_ended == "2026-11-28T00:05:00Z"
     assert s.neurons_today == 1.5 and s.neurons_total == 2.0
     assert s.neurons_per_row == 0.5
     assert s.days_left == 5 * 0.5 / (3 - 1)
     assert s.running is None and not s.problems
     table = render_table([s])
-    assert "st-job" in table and "budget (3)" in table and "2026-11-28 00:05" in table
+    assert "st-job" in table and "stopped at the daily neuron cap (3)" in table
+    assert "2026-11-28 00:05" in table
     assert "st-job: daily neuron cap reached" in table
 
 

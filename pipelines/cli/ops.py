@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.core.errors import JobError
 from pipelines.job.load import load_jobs
+
+if TYPE_CHECKING:
+    from pipelines.ops.schedule import ScheduleSpec
 
 
 def _job_paths(paths: tuple[Path, ...]) -> list[Path]:
@@ -45,13 +49,22 @@ def schedule() -> None:
 
 
 def _token_note(kind: str) -> str | None:
+    """What a scheduled run will lack: the token is never carried into a schedule."""
     if os.environ.get("CLOUDFLARE_API_TOKEN_FILE"):
         return None
     where = "the crontab" if kind == "cron" else "the unit files"
+    if os.environ.get("CLOUDFLARE_ACCOUNT_ID"):
+        # the account is carried and the token is not: `auto` refuses one without the other
+        outcome = (
+            "scheduled runs of `provider: auto` jobs will stop with an error (the account "
+            "id is carried into the schedule, the token is not)"
+        )
+    else:
+        outcome = "`provider: auto` jobs will use the local models"
     return (
         f"note: the API token is never written into {where}, so scheduled runs only get it "
         "from a file: put it in one only you can read and set CLOUDFLARE_API_TOKEN_FILE "
-        "before installing (without it, `provider: auto` jobs use the local provider)"
+        f"before installing; without it, {outcome}"
     )
 
 
@@ -77,33 +90,44 @@ def install(
     spec = sched.ScheduleSpec.make(jobs, at, name=name, log=log)
     load_jobs(spec.jobs)  # a broken job file fails now, not at night
     note = _token_note(kind)
+    if note:  # the same warning whether it installs or only prints
+        click.echo(note, err=True)
+    if print_only:
+        _print_schedule(spec, kind)
+        return
     if kind == "cron":
-        if print_only:
-            click.echo("\n".join(sched.cron_lines(spec)))
-            return
         lines = sched.install_cron(spec)
         click.echo("added to your crontab:\n" + "\n".join(lines))
     else:
-        units = sched.systemd_units(spec)
-        if print_only:
-            for file, text in units.items():
-                click.echo(f"# --- {file}\n{text}")
-            return
-        for path in sched.install_systemd(spec):
-            click.echo(f"wrote {path}")
-        timer = f"{sched.unit_stem(spec.name)}.timer"
-        problem = sched.systemctl("daemon-reload") or sched.systemctl("enable", "--now", timer)
-        if problem:
-            click.echo(
-                f"note: {problem}; enable it with: systemctl --user daemon-reload && "
-                f"systemctl --user enable --now {timer}",
-                err=True,
-            )
-        else:
-            click.echo(f"enabled {timer}")
+        _install_systemd(spec)
     click.echo(f"output goes to {spec.log}")
-    if note:
-        click.echo(note, err=True)
+
+
+def _print_schedule(spec: ScheduleSpec, kind: str) -> None:
+    from pipelines.ops import schedule as sched
+
+    if kind == "cron":
+        click.echo("\n".join(sched.cron_lines(spec)))
+        return
+    for file, text in sched.systemd_units(spec).items():
+        click.echo(f"# --- {file}\n{text}")
+
+
+def _install_systemd(spec: ScheduleSpec) -> None:
+    from pipelines.ops import schedule as sched
+
+    for path in sched.install_systemd(spec):
+        click.echo(f"wrote {path}")
+    timer = f"{sched.unit_stem(spec.name)}.timer"
+    problem = sched.systemctl("daemon-reload") or sched.systemctl("enable", "--now", timer)
+    if problem:
+        click.echo(
+            f"note: {problem}; enable it with: systemctl --user daemon-reload && "
+            f"systemctl --user enable --now {timer}",
+            err=True,
+        )
+    else:
+        click.echo(f"enabled {timer}")
 
 
 @schedule.command("show")

@@ -20,7 +20,7 @@ from pipelines.run.settings import RunSettings
 
 def _summary(report: RunReport) -> str:
     parts = [
-        f"{report.job}: {report.status}",
+        f"{report.job}: {report.stop_reason.words}",
         f"rows done {report.rows_done:,}"
         + (f" ({report.rows_cached:,} from cache)" if report.rows_cached else ""),
         f"failed {report.rows_failed:,}",

@@ -6,6 +6,7 @@ codes) live in :mod:`pipelines.job.load`, which also maps errors to file and lin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,7 +129,8 @@ class Job(_Strict):
     def resolve(self, path: str) -> Path:
         """A path from the job file, resolved against the job file's folder."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        # normalised (``jobs/../out`` is ``out``) so messages show the path people expect
+        return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
     @property
     def output_path(self) -> Path:

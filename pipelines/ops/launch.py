@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import IO
 
 from pipelines.budget import Ledger, effective_budget
 from pipelines.catalog.models import get_model
@@ -29,10 +30,10 @@ log = logging.getLogger("pipelines")
 class TqdmProgress:
     """A tqdm bar: rows/s and neurons used."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, file: IO[str] | None = None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=name, unit="rows", dynamic_ncols=True)
+        self.bar = tqdm(desc=name, unit="rows", dynamic_ncols=True, file=file)
 
     def start(self, total: int | None) -> None:
         self.bar.reset(total=total)
@@ -78,6 +79,8 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                 cache = _cache_for(binding, settings)
                 if cache is not None:
                     stack.callback(cache.close)
+                log.info("run started (%s)", binding.name, extra={"job": job.name})
+                # after the first log line: a bar drawn before it would get the line glued on
                 bar = TqdmProgress(job.name) if settings.progress else None
                 if bar is not None:
                     stack.callback(bar.close)
@@ -87,9 +90,9 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                     produced_by=binding.produced_by(get_model(job.task.model)),
                     cache=cache,
                     progress=bar,
+                    rate_limited=binding.rate_limited,
                 )
                 started = datetime.now(UTC)
-                log.info("run started (%s)", binding.name, extra={"job": job.name})
                 report = await arun_job(job, context, settings)
             _record(job, report, binding, started)
             return report
@@ -109,7 +112,7 @@ def _record(job: Job, report: RunReport, binding: Binding, started: datetime) ->
         log.warning("no manifest written: %s", exc.message, extra={"job": job.name})
     log.info(
         "%s (rows done %d, failed %d, requests %d, neurons %.1f)%s",
-        report.status,
+        report.stop_reason.words,
         report.rows_done,
         report.rows_failed,
         report.requests,

@@ -114,7 +114,22 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(redact_value(out), default=str, ensure_ascii=False))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _BarAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each line above an open progress bar, never glued onto it: while a tqdm bar
+    is shown, lines go through ``tqdm.write``, which clears the bar, prints and redraws it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # loaded only if a bar is used
+        if tqdm is None or not getattr(tqdm, "_instances", None):
+            super().emit(record)
+            return
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # a log line must never break the run
+            self.handleError(record)
+
+
+class _StderrHandler(_BarAwareHandler):
     """Writes to whatever ``sys.stderr`` is at the time (CLI test runners swap it)."""
 
     @property
@@ -136,7 +151,7 @@ def configure_logging(
     for old in [h for h in logger.handlers if getattr(h, "_pipelines", False)]:
         logger.removeHandler(old)
     handler: logging.StreamHandler = (  # type: ignore[type-arg]
-        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+        _BarAwareHandler(stream) if stream is not None else _StderrHandler()
     )
     handler._pipelines = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

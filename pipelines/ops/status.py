@@ -19,8 +19,9 @@ from pipelines.budget import Ledger, effective_budget, format_neurons, resolve_a
 from pipelines.core.errors import PipelinesError
 from pipelines.job.spec import Job
 from pipelines.ops.locks import current_holder
-from pipelines.ops.manifest import neurons_per_row, read_manifest
+from pipelines.ops.manifest import manifest_path_for, neurons_per_row, read_manifest
 from pipelines.output.store import failures_path_for
+from pipelines.run.report import StopReason, days_left
 
 
 @dataclass
@@ -44,7 +45,8 @@ class JobStatus:
     last_run_exit_code: int | None = None
     last_run_message: str = ""
     neurons_today: float = 0.0
-    neurons_total: float = 0.0
+    neurons_total: float = 0.0  # every run: Cloudflare's, and what rehearsals would have cost
+    neurons_paid: float = 0.0  # only what Cloudflare billed
     neurons_per_row: float | None = None
     daily_neurons: int | None = None
     reserve: int | None = None
@@ -92,18 +94,50 @@ def _manifest(job: Job, status: JobStatus) -> None:
         return
     if manifest is None:
         return
-    last = manifest.get("last_run") or {}
-    status.last_run_id = last.get("run_id")
-    status.last_run_ended = last.get("ended_at")
-    status.last_run_status = last.get("status")
-    status.last_run_exit_code = last.get("exit_code")
+    last, totals, history = _parts(manifest)
+    if last is None or totals is None or history is None:
+        status.problems.append(
+            f"{manifest_path_for(job.output_path)}: not a manifest this "
+            "version understands; the next run writes a new one"
+        )
+        return
+    status.last_run_id = _text(last.get("run_id"))
+    status.last_run_ended = _text(last.get("ended_at"))
+    status.last_run_status = _text(last.get("stop_reason")) or _text(last.get("status"))
+    code = last.get("exit_code")
+    status.last_run_exit_code = code if isinstance(code, int) else None
     status.last_run_message = str(last.get("message") or "")
+    runs = [h for h in history if isinstance(h, dict)]
+    status.neurons_total = _number(
+        totals.get("neurons"), sum(_number(h.get("neurons")) for h in runs)
+    )
+    paid = sum(_number(h.get("neurons")) for h in runs if h.get("paid") is True)
+    status.neurons_paid = _number(totals.get("paid_neurons"), paid)
+    status.neurons_per_row = neurons_per_row(manifest, job.task.model)
+
+
+def _parts(manifest: Any) -> tuple[Any, Any, Any]:
+    """``last_run``, ``totals`` and ``history`` when each has the right shape, else None."""
+    if not isinstance(manifest, dict):
+        return None, None, None
+    last = manifest.get("last_run") or {}
     totals = manifest.get("totals") or {}
     history = manifest.get("history") or []
-    status.neurons_total = float(
-        totals.get("neurons", sum(float(h.get("neurons") or 0) for h in history))
+    return (
+        last if isinstance(last, dict) else None,
+        totals if isinstance(totals, dict) else None,
+        history if isinstance(history, list) else None,
     )
-    status.neurons_per_row = neurons_per_row(manifest, job.task.model)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return float(value)
 
 
 def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
@@ -146,8 +180,8 @@ def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
     if status.rows_pending == 0:
         status.days_left = 0.0
     elif status.rows_pending is not None and status.neurons_per_row is not None:
-        need = status.rows_pending * status.neurons_per_row
-        status.days_left = need / per_day if per_day > 0 else math.inf
+        # the same arithmetic as a run's budget-stop note
+        status.days_left = days_left(status.rows_pending, status.neurons_per_row, per_day)
     return status
 
 
@@ -175,7 +209,11 @@ def _result(s: JobStatus) -> str:
         return "running"
     if s.last_run_status is None:
         return "never run"
-    return f"{s.last_run_status} ({s.last_run_exit_code})"
+    try:
+        words = StopReason(s.last_run_status).words
+    except ValueError:  # a manifest from before stop reasons: its status word
+        words = s.last_run_status
+    return f"{words} ({s.last_run_exit_code})"
 
 
 def _when(s: JobStatus) -> str:
@@ -195,7 +233,8 @@ def render_table(statuses: list[JobStatus]) -> str:
         "LAST RUN (UTC)",
         "RESULT",
         "NEURONS TODAY",
-        "NEURONS TOTAL",
+        "PAID TOTAL",
+        "REHEARSED",
         "DAYS LEFT",
     )
     rows = [header]
@@ -210,7 +249,8 @@ def render_table(statuses: list[JobStatus]) -> str:
                 _when(s),
                 _result(s),
                 format_neurons(s.neurons_today),
-                format_neurons(s.neurons_total),
+                format_neurons(s.neurons_paid),
+                format_neurons(max(0.0, s.neurons_total - s.neurons_paid)),
                 _days(s.days_left),
             )
         )
@@ -226,7 +266,7 @@ def render_table(statuses: list[JobStatus]) -> str:
     for s in statuses:
         if s.running:
             lines.append(f"{s.job}: running ({s.running})")
-        elif s.last_run_message and s.last_run_status != "completed":
+        elif s.last_run_message and s.last_run_status not in ("completed", "done"):
             lines.append(f"{s.job}: {s.last_run_message}")
         lines.extend(f"{s.job}: {p}" for p in s.problems)
     if any(s.days_left is None and s.rows_pending for s in statuses):

@@ -47,6 +47,8 @@ class Binding:
     label: Callable[[ModelInfo], str]  # who really produces results for a model
     day: Callable[[], str] | None = None  # the account's day, when not the real UTC day
     ledger_path: Path | None = None  # None: the shared ledger in the state folder
+    # whether Cloudflare's per-minute limits apply (local models are limited by the CPU)
+    rate_limited: bool = True
 
     def produced_by(self, model: ModelInfo) -> str:
         return self.label(model)
@@ -144,7 +146,7 @@ async def _local(choice: ProviderChoice, timeout_s: float) -> AsyncIterator[Bind
     async with local:
         # the provider's own label also checks the offline model is installed, so a missing
         # one stops the run before any row is read
-        yield Binding("local", local, "local", False, local.produced_by)
+        yield Binding("local", local, "local", False, local.produced_by, rate_limited=False)
 
 
 @contextmanager

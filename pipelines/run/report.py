@@ -37,6 +37,11 @@ class StopReason(Enum):
         return _STATUS[self]
 
     @property
+    def words(self) -> str:
+        """How a run that stopped for this reason is described to people."""
+        return _WORDS[self]
+
+    @property
     def resumes_after_reset(self) -> bool:
         """Whether waiting for 00:00 UTC lets the run go on (what ``--wait`` waits for)."""
         return self is StopReason.DAY_CAP
@@ -46,6 +51,15 @@ _OF_BUDGET = {
     BudgetStop.DAY_CAP: StopReason.DAY_CAP,
     BudgetStop.RUN_CAP: StopReason.RUN_CAP,
     BudgetStop.CANNOT_FIT: StopReason.CANNOT_FIT,
+}
+_WORDS = {
+    StopReason.DONE: "done",
+    StopReason.ROWS_FAILED: "done, some rows failed",
+    StopReason.DAY_CAP: "stopped at the daily neuron cap",
+    StopReason.RUN_CAP: "stopped at --max-neurons",
+    StopReason.CANNOT_FIT: "stopped: some rows can never fit the budget",
+    StopReason.INTERRUPTED: "interrupted",
+    StopReason.ABORTED: "aborted",
 }
 _EXIT_CODES = {
     StopReason.DONE: 0,
@@ -103,6 +117,11 @@ class RunReport:
         return max(0, self.rows_total - self.output_rows - self.failures_total)
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,024 rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def days_left(rows_left: int, neurons_per_row: float, per_day: float) -> float | None:
     """Days of the daily budget the rows left need at the rate seen (None: unknown)."""
     if neurons_per_row <= 0 or per_day <= 0:
@@ -120,7 +139,7 @@ def budget_stop_message(
     message = stop_message
     left = report.rows_left
     if left is not None:
-        message += f"; {left:,} rows left"
+        message += f"; {plural(left, 'row')} left"
         days = days_left(left, per_row, per_day) if reason.resumes_after_reset else None
         if days is not None:
             message += f" ≈ {days:.1f} more days"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 import uuid
@@ -34,7 +35,7 @@ from pipelines.run.cache import ResultCache, TaskCache
 from pipelines.run.clock import REAL_CLOCK, Clock
 from pipelines.run.pending import pending_calls, read_batch_rows
 from pipelines.run.ratelimit import RateLimiter
-from pipelines.run.report import RunReport, StopReason, budget_stop_message
+from pipelines.run.report import RunReport, StopReason, budget_stop_message, plural
 from pipelines.run.sending import Outcome, Sender, failures_of
 from pipelines.run.settings import RunSettings
 from pipelines.run.stopping import Stopped, Stopper
@@ -70,6 +71,7 @@ class RunContext:
     cache: ResultCache | None = None
     progress: Progress | None = None
     clock: Clock = REAL_CLOCK
+    rate_limited: bool = True  # False: no model's per-minute limit (local models)
 
 
 class Runner:
@@ -84,7 +86,9 @@ class Runner:
         self.report = RunReport(job=job.name, run_id=_run_id())
         self.stopper = Stopper(context.clock)
         self.budget = AsyncBudget(context.budget)
-        rpm = job.limits.requests_per_minute or self.model.rpm
+        # a job's own limit always holds; the model's published one only where it applies
+        default_rpm = self.model.rpm if context.rate_limited else math.inf
+        rpm = job.limits.requests_per_minute or default_rpm
         limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
         self.sender = Sender(
             job_name=job.name,
@@ -180,12 +184,18 @@ class Runner:
                 r.message = budget_stop_message(stop.reason, stop.message, r, per_row, per_day)
         elif self.sender.cannot_fit:
             r.stop_reason = StopReason.CANNOT_FIT
-            r.message = (
-                f"{self.sender.cannot_fit:,} rows can never fit: {self.sender.cannot_fit_message}"
-            )
-        elif r.failures_total:
+            count = plural(self.sender.cannot_fit, "row")
+            r.message = f"{count} can never fit: {self.sender.cannot_fit_message}"
+        elif r.rows_failed:
+            # exit 1 says rows failed in this run; older failures alone are only a note, so
+            # a nightly re-run with nothing new does not alarm cron every night
             r.stop_reason = StopReason.ROWS_FAILED
-            r.message = f"{r.failures_total} rows failed; see {self.store.failures_path}"
+            r.message = f"{plural(r.rows_failed, 'row')} failed; see {self.store.failures_path}"
+        elif r.failures_total:
+            r.message = (
+                f"{plural(r.failures_total, 'row')} failed in earlier runs (see "
+                f"{self.store.failures_path}); --retry-failed sends them again"
+            )
         return r
 
     async def _heartbeat(self) -> None:
