@@ -107,9 +107,7 @@ def test_local_models_are_not_held_to_cloudflares_per_minute_limit(
     tmp_path: Path, rate_limited: bool
 ) -> None:
     texts = [f"fine {i}" for i in range(600)]
-    pl.DataFrame({"id": [str(i) for i in range(600)], "text": texts}).write_csv(
-        tmp_path / "in.csv"
-    )
+    pl.DataFrame({"id": [str(i) for i in range(600)], "text": texts}).write_csv(tmp_path / "in.csv")
     (tmp_path / "job.yaml").write_text(
         f"""name: sentiment
 source: {{kind: csv, path: in.csv, key: id}}
