@@ -29,7 +29,7 @@ from pipelines.ops.manifest import write_manifest
 from pipelines.providers.base import Provider
 from pipelines.run.budget_guard import RunBudget
 from pipelines.run.clock import Clock
-from pipelines.run.report import RunReport, StopReason
+from pipelines.run.report import RunReport
 from pipelines.run.runner import RunContext, arun_job
 
 SST2 = "@cf/huggingface/distilbert-sst-2-int8"
