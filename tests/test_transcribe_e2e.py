@@ -95,7 +95,7 @@ def test_each_model_transcribes_a_folder_and_broken_files_fail(
     job = str(write_job(tmp_path, model, keep="[path, duration_s, format]"))
     code, out = cli("run", "--no-progress", job)
     assert code == 1, out  # the run went on; one row failed
-    assert "1 rows failed" in out
+    assert "1 row failed" in out
     assert requests(emu, model) == len(CLIPS)
     table = pq.read_table(tmp_path / "out/transcripts.parquet")
     names = table.schema.names
