@@ -120,7 +120,7 @@ def test_each_model_transcribes_a_folder_and_broken_files_fail(
     assert billed == pytest.approx(sum(CLIPS.values()), abs=0.2)
 
     code, out = cli("run", "--no-progress", job)  # nothing left to send
-    assert code == 1 and "skipped 5" in out, out
+    assert code == 0 and "skipped 5" in out, out  # nothing failed in this run
     assert requests(emu, model) == len(CLIPS)
 
 
