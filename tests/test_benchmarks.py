@@ -102,3 +102,14 @@ def test_transcribe_short() -> None:
     (record,) = run_bench("transcribe.py", "--short").values()
     # 3 minutes are 5.8 MB as WAV: one request
     assert record["minutes"] == 3 and record["requests"] == 1
+
+
+def test_token_accuracy_short() -> None:
+    results = run_bench("token_accuracy.py", "--short")
+    for kind in ("xlm-roberta", "qwen3", "m2m100"):
+        english = results[f"{kind} estimate, English: mean error"]
+        lowest = results[f"{kind} estimate, most under-counted script: mean error"]
+        assert english["kind"] == kind and english["reference"]
+        # the estimators lean high: no script is under-counted by more than 3 %
+        assert lowest["value"] >= -3.0, lowest
+    assert abs(results["xlm-roberta estimate, English: mean error"]["value"]) <= 5.0
