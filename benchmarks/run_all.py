@@ -48,7 +48,7 @@ def _plan_accuracy(output: str) -> list[dict[str, Any]]:
     if found is None:
         return []
     value = float(found.group(1))
-    return [
+    rows = [
         {
             "bench": "E2",
             "figure": "plan: worst deviation from billed neurons",
@@ -58,6 +58,20 @@ def _plan_accuracy(output: str) -> list[dict[str, Any]]:
             "met": value <= 3.0,
         }
     ]
+    lowest = re.search(r"lowest plan / independent count: ([\d.]+)", output)
+    if lowest is not None:
+        ratio = float(lowest.group(1))
+        rows.append(
+            {
+                "bench": "E2",
+                "figure": "plan ÷ independent token count, lowest",
+                "value": ratio,
+                "shown": f"{ratio:.4f}",
+                "goal": "at least 0.97",
+                "met": ratio >= 0.97,
+            }
+        )
+    return rows
 
 
 @dataclass
@@ -74,6 +88,7 @@ BENCHES = [
     Bench("E2", "plan_accuracy.py", [], [], _plan_accuracy),
     Bench("E3", "emulator_startup.py", ["--short"], []),
     Bench("E4", "transcribe.py", ["--short"], []),
+    Bench("T1", "token_accuracy.py", ["--short"], []),
     Bench("P1", "rate_limit.py", ["--short"], []),
     Bench("P2", "packing.py", ["--short"], []),
     Bench("P3", "client_cpu.py", ["--short"], []),

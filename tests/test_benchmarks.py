@@ -102,3 +102,14 @@ def test_transcribe_short() -> None:
     (record,) = run_bench("transcribe.py", "--short").values()
     # 3 minutes are 5.8 MB as WAV: one request
     assert record["minutes"] == 3 and record["requests"] == 1
+
+
+def test_token_accuracy_short() -> None:
+    # the short mode's per-script subsets are one to ten texts, too few for the goals;
+    # tests/test_tokens.py checks the goals on the whole corpus
+    results = run_bench("token_accuracy.py", "--short")
+    for kind in ("xlm-roberta", "qwen3", "m2m100"):
+        english = results[f"{kind} estimate, English: mean error"]
+        lowest = results[f"{kind} estimate, most under-counted script: mean error"]
+        assert english["kind"] == kind and english["reference"]
+        assert lowest["script"] and -100 < lowest["value"] <= english["value"]

@@ -17,7 +17,7 @@ from pipelines.core.errors import UnknownModel
 
 TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank"]
 WireFormat = Literal["json", "binary", "base64"]
-TokenizerKind = Literal["bert-uncased", "estimate", "none"]
+TokenizerKind = Literal["bert-uncased", "xlm-roberta", "qwen3", "m2m100", "none"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ModelInfo:
     wire: WireFormat
     tokenizer: TokenizerKind
     note: str = ""
+    tokenizer_source: str = ""
     input_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     output_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -62,6 +63,7 @@ class ModelInfo:
             "batch_api": self.batch_api,
             "wire": self.wire,
             "tokenizer": self.tokenizer,
+            "tokenizer_source": self.tokenizer_source,
             "note": self.note,
         }
         if schemas:
@@ -80,6 +82,11 @@ def _data_text(*parts: str) -> str:
 @cache
 def _load() -> dict[str, ModelInfo]:
     raw = json.loads(_data_text("catalog.json"))
+    # where each tokenizer kind's counts come from (pipelines.catalog.tokens reads the rest)
+    sources = {
+        kind: str(entry["source"])
+        for kind, entry in json.loads(_data_text("tokenizers.json"))["tokenizers"].items()
+    }
     models: dict[str, ModelInfo] = {}
     for entry in raw["models"]:
         published = json.loads(_data_text("models", entry["file"]))
@@ -100,6 +107,7 @@ def _load() -> dict[str, ModelInfo]:
             wire=cast(WireFormat, entry["wire"]),
             tokenizer=cast(TokenizerKind, entry["tokenizer"]),
             note=entry.get("note", ""),
+            tokenizer_source=sources[entry["tokenizer"]],
             input_schema=published["schema"]["input"],
             output_schema=published["schema"]["output"],
         )

