@@ -75,12 +75,14 @@ def main() -> None:
 
         # the earlier run's rows are scattered, so pending rows have gaps everywhere
         earlier = texts.sample(fraction=0.3, seed=7).sort("doc_id")
-        first = folder / "resume-first.parquet"
-        earlier.write_parquet(first)
-        job = write_job(folder, model=BGE, kind="embed", source=first, rpm=10**6, name="resume")
+        # one input that grows between the runs (another input would be another job's)
+        growing = folder / "resume.parquet"
+        earlier.write_parquet(growing)
+        job = write_job(folder, model=BGE, kind="embed", source=growing, rpm=10**6, name="resume")
         with emulator_process(daily_neurons=10**12, rpm_scale=1000) as emu:
             check_run(pipelines_run(job, run_env(emu, folder / "state3")))
-        sent, done = _requests(folder, one, folder / "state3", "resume")
+        texts.write_parquet(growing)
+        sent, done = _requests(folder, growing, folder / "state3", "resume")
         rows.append(("resume (30 % done)", done, sent, math.ceil(done / 100)))
 
     print(f"bge-small embedding, {n:,} distinct texts (8-20 words), batch size 100")

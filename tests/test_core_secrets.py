@@ -26,6 +26,7 @@ from pipelines.core.secrets import check_token, mask, read_token
 from pipelines.job.load import load_job
 from pipelines.ops.logs import configure_logging, redact, redact_value
 from pipelines.ops.manifest import write_manifest
+from pipelines.output.identity import Fingerprint
 from pipelines.output.store import OutputStore
 from pipelines.providers.base import ProviderSettings
 from pipelines.providers.cloudflare import CloudflareProvider
@@ -311,7 +312,7 @@ def test_the_failures_file_never_carries_the_token(
 
     token = HOSTILE[name]
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", token)
-    store = OutputStore(tmp_path / "out.parquet", fingerprint="f", meta={})
+    store = OutputStore(tmp_path / "out.parquet", fingerprint=Fingerprint({"job": "j"}), meta={})
     store.open(fresh=True)
     store.begin("run1", pa.schema([pa.field("_key", pa.string())]))
     failures = [

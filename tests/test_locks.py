@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.core.errors import JobError
 from pipelines.ops.locks import JobLock, JobRunning, current_holder, lock_path_for, read_holder
+from pipelines.output.identity import Fingerprint
 from pipelines.output.store import OutputStore
 
 HOLDER = """
@@ -103,6 +104,8 @@ def test_stale_record_of_a_dead_pid_is_taken_over(tmp_path: Path) -> None:
 def test_fresh_emptying_the_work_folder_keeps_the_lock(tmp_path: Path) -> None:
     output = tmp_path / "result.parquet"
     with JobLock(output, "a"):
-        OutputStore(output, fingerprint="f", meta={}).open(fresh=True)  # what --fresh does
+        OutputStore(output, fingerprint=Fingerprint({"job": "a"}), meta={}).open(
+            fresh=True
+        )  # what --fresh does
         with pytest.raises(JobRunning):
             JobLock(output, "a").acquire()

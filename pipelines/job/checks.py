@@ -7,15 +7,13 @@ one pass.
 
 from __future__ import annotations
 
-import fnmatch
-import glob
-import os
 from pathlib import Path
 from typing import Any
 
 from pipelines.catalog.languages import describe_languages, normalize_language
 from pipelines.catalog.models import ModelInfo, get_model, has_model, schema_properties
 from pipelines.core.urls import url_problem
+from pipelines.job.paths import check_output_paths
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
 
@@ -137,31 +135,8 @@ def _check_translate(job: Job, params: dict[str, Any], problems: Problems) -> No
         problems.add(("task", "params", "target_lang"), f"same as source_lang ({src!r})")
 
 
-def _resolved(path: Path) -> Path:
-    """``path.resolve()``, or just made absolute where symbolic links loop (that error is
-    for the source or the output to report, with what to do)."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return Path(os.path.abspath(path))
-
-
 def _check_paths(job: Job, problems: Problems) -> None:
-    src = job.resolve(job.source.path)
-    out = _resolved(job.output_path)
-    if any(ch in job.source.path for ch in "*?["):
-        matches = {_resolved(Path(p)) for p in glob.glob(str(src), recursive=True)}
-        pattern = os.path.normpath(src)
-        clash = out in matches or fnmatch.fnmatch(os.path.normpath(job.output_path), pattern)
-    elif src.is_dir():
-        clash = _resolved(src) in out.parents and out.suffix in (".csv", ".parquet", ".pq")
-    else:
-        clash = _resolved(src) == out
-    if clash:
-        problems.add(
-            ("output", "path"),
-            "would overwrite or be read back as the input (source.path); write elsewhere",
-        )
+    check_output_paths(job, problems)  # every path the job writes, against its inputs
     if len(set(job.output.keep)) != len(job.output.keep):
         problems.add(("output", "keep"), "lists a column twice")
 

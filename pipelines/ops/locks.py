@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.core.errors import JobError, OutputError
 from pipelines.core.processes import pid_alive
+from pipelines.job.paths import job_paths
 
 if TYPE_CHECKING:
     from pipelines.job.spec import Job
@@ -39,7 +40,7 @@ class JobRunning(JobError):
 
 def lock_path_for(output: Path) -> Path:
     """``.<output name>.lock`` next to the output."""
-    return output.parent / f".{output.name}.lock"
+    return job_paths(output).lock
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,9 @@ class JobLock:
             ) from exc
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # never through a link: truncating it would empty someone else's file
+                flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                fd = os.open(self.path, flags, 0o644)
             except OSError as exc:
                 raise OutputError(
                     f"cannot open the lock file {self.path} ({exc.strerror or exc})"

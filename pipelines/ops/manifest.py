@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelines.core.errors import OutputError
 from pipelines.core.files import atomic_write
+from pipelines.job.paths import job_paths
 from pipelines.job.spec import Job
 from pipelines.ops.logs import redact, redact_value
 from pipelines.output.store import failures_path_for
@@ -37,7 +38,7 @@ HISTORY_RUNS = 30
 
 def manifest_path_for(output: Path) -> Path:
     """``<output stem>.manifest.json`` next to the output (like the failures file)."""
-    return output.with_name(f"{output.stem}.manifest.json")
+    return job_paths(output).manifest
 
 
 def job_file_hash(path: Path | None) -> str:

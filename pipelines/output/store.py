@@ -7,12 +7,14 @@ recovery. At the end of a run (finished, stopped by the budget or interrupted) t
 output and the journals are merged into a temporary file that atomically replaces the
 output; the journals it consumed are named in its metadata, so a crash between the rename
 and their deletion never counts a row twice. Rows are identified by the ``_key`` column.
+
+Every path comes from :func:`pipelines.job.paths.job_paths`. Opening first checks, without
+writing, that the files already there are this job's (:mod:`pipelines.output.ownership`);
+only then does ``--fresh`` remove what pipelines made (:mod:`pipelines.output.fresh`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import time
@@ -27,12 +29,15 @@ from pipelines.core.columns import KEY
 from pipelines.core.errors import OutputError
 from pipelines.core.files import atomic_path, atomic_write, tmp_pattern
 from pipelines.core.secrets import mask, secret_values
-from pipelines.job.spec import Job
+from pipelines.job.paths import job_paths
+from pipelines.output.fresh import remove_made_files
+from pipelines.output.identity import Fingerprint
+from pipelines.output.identity import fingerprint as fingerprint
 from pipelines.output.journal import Journal, read_journal
+from pipelines.output.ownership import META_PREFIX, check_ownership, file_metadata
 from pipelines.tasks.base import RowFailure
 
 SCHEMA_VERSION = "1"
-META_PREFIX = "pipelines."
 ROW_GROUP_ROWS = 65_536
 
 FAILURE_SCHEMA = pa.schema(
@@ -50,46 +55,28 @@ FAILURE_SCHEMA = pa.schema(
 )
 
 
-def fingerprint(job: Job, produced_by: str | None = None) -> str:
-    """What makes existing output compatible with this job (and with who computed it)."""
-    t = job.task
-    spec = {
-        "produced_by": produced_by or t.model,
-        "kind": t.kind,
-        "model": t.model,
-        "params": t.params,
-        "input": t.input,
-        "truncate": t.truncate,
-        "langs": [t.source_lang_column, t.target_lang_column],
-        "key": job.source.key,
-        "keep": job.output.keep,
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
 def failures_path_for(output: Path) -> Path:
     """``<output stem>.failures.parquet`` next to the output."""
-    return output.with_name(f"{output.stem}.failures.parquet")
+    return job_paths(output).failures
 
 
-def file_metadata(path: Path) -> dict[str, str]:
-    """Our key-value metadata of a Parquet file (without the prefix)."""
-    raw = pq.read_schema(path).metadata or {}
-    out: dict[str, str] = {}
-    for k, v in raw.items():
-        key = k.decode("utf-8", "replace")
-        if key.startswith(META_PREFIX):
-            out[key[len(META_PREFIX) :]] = v.decode("utf-8", "replace")
-    return out
+def _is_journal_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and Path(name).name == name
+        and name.startswith(("results-", "failures-"))
+        and name.endswith(".arrow")
+    )
 
 
 class OutputStore:
     """The output of one job: final Parquet file, failures file and the work folder."""
 
-    def __init__(self, path: Path, *, fingerprint: str, meta: dict[str, str]) -> None:
+    def __init__(self, path: Path, *, fingerprint: Fingerprint, meta: dict[str, str]) -> None:
         self.path = path
-        self.failures_path = failures_path_for(path)
-        self.work = path.parent / f".{path.name}.pipelines"
+        self.paths = job_paths(path)
+        self.failures_path = self.paths.failures
+        self.work = self.paths.work
         self.fingerprint = fingerprint
         self.meta = meta
         self._results: Journal | None = None
@@ -99,28 +86,31 @@ class OutputStore:
     # -- opening -------------------------------------------------------------------------
 
     def open(self, *, fresh: bool) -> None:
-        """Check the output can be written and belongs to this job; recover earlier runs."""
+        """Check the output can be written and belongs to this job; recover earlier runs.
+
+        Every check comes first and only reads; ``--fresh`` then removes exactly what
+        pipelines made (:mod:`pipelines.output.fresh`)."""
+        check_ownership(self.paths, self.fingerprint, fresh=fresh)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.work.mkdir(exist_ok=True)
             probe = self.work / f".probe-{os.getpid()}"
             probe.write_bytes(b"ok")
             probe.unlink()
+            if fresh:
+                remove_made_files(self.paths)
         except OSError as exc:
             raise OutputError(
                 f"cannot write to {self.path.parent} ({exc.strerror or exc}); "
                 "choose a writable output.path"
             ) from exc
-        if self.path.is_dir():
-            raise OutputError(f"output path {self.path} is a folder; name a .parquet file")
-        if fresh:
-            for p in [self.path, self.failures_path, *self.work.iterdir()]:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        self._check_fingerprint()
         self._sweep_temporary_files()
         self._drop_consumed()
-        meta = {"fingerprint": self.fingerprint, "schema_version": SCHEMA_VERSION}
+        meta = {
+            "fingerprint": self.fingerprint.digest,
+            "identity": json.dumps(self.fingerprint.parts),
+            "schema_version": SCHEMA_VERSION,
+        }
         try:
             atomic_write(self.work / "meta.json", json.dumps(meta))
         except OSError as exc:
@@ -138,39 +128,17 @@ class OutputStore:
         for old in (*self.work.glob(f".{self.path.name}.tmp-*"), self.work / "meta.json.tmp"):
             old.unlink(missing_ok=True)
 
-    def _check_fingerprint(self) -> None:
-        found: list[tuple[str, str]] = []
-        for path in (self.path, self.failures_path):
-            if path.exists():
-                try:
-                    meta = file_metadata(path)
-                except (OSError, pa.ArrowInvalid) as exc:
-                    raise OutputError(
-                        f"{path} exists but is not readable Parquet ({exc}); move it away "
-                        "or re-run with --fresh"
-                    ) from exc
-                if "fingerprint" not in meta:
-                    raise OutputError(
-                        f"{path} exists and was not written by pipelines; choose another "
-                        "output.path or re-run with --fresh to replace it"
-                    )
-                found.append((str(path), meta["fingerprint"]))
-        meta_file = self.work / "meta.json"
-        if meta_file.exists():
-            with contextlib.suppress(ValueError, OSError):
-                found.append((str(self.work), json.loads(meta_file.read_text())["fingerprint"]))
-        for where, fp in found:
-            if fp != self.fingerprint:
-                raise OutputError(
-                    f"{where} was made with a different task, model or params; re-run with "
-                    "--fresh to start over, or choose another output.path"
-                )
-
     def _drop_consumed(self) -> None:
         for path in (self.path, self.failures_path):
             if path.exists():
-                for name in json.loads(file_metadata(path).get("consumed", "[]")):
-                    (self.work / name).unlink(missing_ok=True)
+                try:
+                    names = json.loads(file_metadata(path).get("consumed", "[]"))
+                except ValueError:
+                    names = []
+                for name in names if isinstance(names, list) else []:
+                    # a journal of the work folder, whatever else the metadata may say
+                    if _is_journal_name(name):
+                        (self.work / name).unlink(missing_ok=True)
 
     def has_journals(self) -> bool:
         """Whether any run left results or failures that are not in the output yet."""
@@ -286,7 +254,8 @@ class OutputStore:
             runs.append(self.run_id)
         meta = {
             **self.meta,
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint.digest,
+            "identity": json.dumps(self.fingerprint.parts),
             "schema_version": SCHEMA_VERSION,
             "run_ids": json.dumps(runs),
             "consumed": json.dumps(consumed),

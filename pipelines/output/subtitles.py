@@ -15,13 +15,22 @@ import pyarrow as pa
 
 from pipelines.core.errors import OutputError
 from pipelines.core.files import atomic_write
+from pipelines.job.paths import job_paths
 from pipelines.job.spec import Job
 from pipelines.media.subtitles import parse_vtt, srt
 
 
 def subtitles_dir(output: Path) -> Path:
     """``<output stem>.subtitles`` next to the output file."""
-    return output.with_name(f"{output.stem}.subtitles")
+    return job_paths(output).subtitles
+
+
+SUBTITLE_FORMATS = ("vtt", "srt")
+
+
+def subtitle_path(target: Path, fmt: str) -> Path:
+    """The ``fmt`` (``vtt`` or ``srt``) file of the row whose path gives ``target``."""
+    return target.with_name(f"{target.name}.{fmt}")
 
 
 def inside(folder: Path, name: str) -> Path:
@@ -69,9 +78,9 @@ class SubtitleWriter:
             target = inside(self.folder, str(name))
             files = []
             if self.vtt:
-                files.append((target.with_name(target.name + ".vtt"), vtt))
+                files.append((subtitle_path(target, "vtt"), vtt))
             if self.srt:
-                files.append((target.with_name(target.name + ".srt"), srt(parse_vtt(vtt))))
+                files.append((subtitle_path(target, "srt"), srt(parse_vtt(vtt))))
             for path, text in files:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
