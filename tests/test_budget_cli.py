@@ -170,3 +170,63 @@ def test_bar_and_duration() -> None:
     assert chart.duration(5 * 3600 + 12 * 60 + 5) == "5h 12m"
     assert chart.duration(600) == "10m"
     assert chart.duration(-3) == "0s"
+
+
+# -- issue 11: lifting Cloudflare's mark, and saying what today already spent ----------------
+
+
+def test_clear_exhausted_lifts_cloudflares_mark() -> None:
+    with Ledger(account="acct") as led:
+        led.mark_exhausted("429 / 3036: used up")
+    result = run("--account", "acct", "--clear-exhausted")
+    assert result.exit_code == 0, result.output
+    assert "lifted" in result.output
+    data = json.loads(run("--account", "acct", "--json").output)
+    assert (data["marked"], data["exhausted"], data["available"]) == (False, False, 10_000)
+    again = run("--account", "acct", "--clear-exhausted")
+    assert again.exit_code == 0 and "no mark" in again.output
+
+
+def _fake_usage(monkeypatch: pytest.MonkeyPatch, usage: dict[str, float]) -> None:
+    async def fake_fetch(day: str, account: str) -> dict[str, float]:
+        return dict(usage)
+
+    monkeypatch.setattr(budget_cli, "fetch_account_usage", fake_fetch)
+
+
+def test_sync_lifts_the_mark_when_the_account_shows_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Ledger(account="acct") as led:
+        led.mark_exhausted("429 / 3036: used up")
+    _fake_usage(monkeypatch, {"@cf/baai/bge-m3": 120.0})
+    result = run("--account", "acct", "--sync")
+    assert result.exit_code == 0, result.output
+    assert "lifted" in result.output and "stopped" not in result.output
+    with Ledger(account="acct") as led:
+        usage = led.today()
+        assert not usage.marked and usage.committed == 120
+        assert led.available() == 10_000 - 120
+
+
+def test_sync_keeps_the_mark_when_the_account_shows_the_day_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Ledger(account="acct") as led:
+        led.mark_exhausted("429 / 3036: used up")
+    _fake_usage(monkeypatch, {"@cf/baai/bge-m3": 10_000.0})
+    result = run("--account", "acct", "--sync", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["marked"] is True
+
+
+def test_a_new_ledger_is_known_after_sync_or_assume_unused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Ledger(account="a") as led:
+        assert not led.usage_known()
+    data = json.loads(run("--account", "a", "--json").output)
+    assert data["usage_known"] is False
+    assert "--sync" in run("--account", "a").output  # the text says what to do
+    _fake_usage(monkeypatch, {})
+    assert run("--account", "a", "--sync").exit_code == 0
+    assert json.loads(run("--account", "a", "--json").output)["usage_known"] is True
+    result = run("--account", "b", "--assume-unused")
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("--account", "b", "--json").output)["usage_known"] is True

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.errors import PipelinesError, StateError
-from pipelines.core.sqlite import open_database
+from pipelines.core.sqlite import database_problem, open_database
 
 SCHEMA = "CREATE TABLE items (k TEXT PRIMARY KEY, v TEXT);"  # fails if run twice
 
@@ -133,3 +133,34 @@ def test_it_gives_up_with_a_clear_error_when_the_lock_never_comes(tmp_path: Path
         open_items(path, timeout_s=0, attempts=5, sleep=waits.append)
     assert len(waits) == 5 and str(path) in info.value.message
     neighbour.close()
+
+
+def test_without_wal_nothing_is_mapped_and_a_wal_file_is_switched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    open_items(path).close()  # made in WAL mode
+    conn = open_items(path, wal=False)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "truncate"
+    assert conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
+    conn.execute("INSERT INTO items VALUES ('a', '1')")
+    # no WAL index: nothing that a read-only or immutable file could turn into a SIGBUS
+    assert not path.with_name("s.sqlite3-shm").exists()
+    assert not path.with_name("s.sqlite3-wal").exists()
+    conn.close()
+
+
+def test_errors_met_in_use_are_one_line_state_errors(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    neighbour = _locked_by_neighbour(path)
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.Error) as raised:
+        conn.execute("BEGIN IMMEDIATE")
+    busy = database_problem(path, "test store", raised.value, opening=False)
+    assert "stayed locked" in busy.message and str(path) in busy.message
+    neighbour.close()
+    conn.close()
+    denied = sqlite3.OperationalError("attempt to write a readonly database")
+    denied.sqlite_errorcode = sqlite3.SQLITE_READONLY
+    problem = database_problem(path, "test store", denied, opening=False)
+    assert isinstance(problem, StateError) and problem.exit_code == 2
+    assert "cannot write the test store" in problem.message and "read-only" in problem.message
+    assert "\n" not in problem.message

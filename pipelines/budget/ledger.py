@@ -3,6 +3,17 @@
 Neurons are reserved before a request is sent and settled after it, inside ``BEGIN
 IMMEDIATE`` transactions, so concurrent processes can never together promise more than the
 day's cap. Usage is keyed per Cloudflare account and UTC day, as Cloudflare counts it.
+
+What would make it under-count is refused rather than trusted:
+
+- The day an account counts on never goes back: a clock set back across midnight keeps the
+  later day (and what it spent) until the real date catches up.
+- A ledger file deleted or replaced under a run refuses the next reservation
+  (:meth:`LedgerFile.check_in_place`): the run stops instead of spending again what the
+  lost file recorded.
+- A ledger made today does not know what the account spent before it existed:
+  :meth:`Ledger.require_known_usage` (paid runs) refuses it until ``budget --sync`` read
+  the day from the account or ``budget --assume-unused`` said nothing ran.
 """
 
 from __future__ import annotations
@@ -11,10 +22,9 @@ import math
 import os
 import socket
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,9 +32,9 @@ from typing import Any
 from pipelines.budget import clock
 from pipelines.budget.config import LEDGER_FILE
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
-from pipelines.core.errors import BudgetExhausted, BudgetStop
+from pipelines.budget.store import WHAT, LedgerFile, day_known, day_seen, know_day
+from pipelines.core.errors import BudgetExhausted, BudgetStop, StateError
 from pipelines.core.processes import pid_alive
-from pipelines.core.sqlite import open_database
 from pipelines.core.state import ensure_state_dir
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
@@ -32,30 +42,6 @@ __all__ = ["DayUsage", "Ledger", "Reservation"]
 DEFAULT_DAILY_NEURONS = 10_000.0
 # Sums of float estimates must not refuse a request that lands exactly on the cap.
 _EPSILON = 1e-9
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reservations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    account TEXT NOT NULL, day TEXT NOT NULL, job TEXT NOT NULL, model TEXT NOT NULL,
-    neurons REAL NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reservations_day ON reservations (account, day);
-CREATE TABLE IF NOT EXISTS usage (
-    account TEXT NOT NULL, day TEXT NOT NULL, job TEXT NOT NULL, model TEXT NOT NULL,
-    neurons REAL NOT NULL, requests INTEGER NOT NULL,
-    PRIMARY KEY (account, day, job, model)
-);
-CREATE TABLE IF NOT EXISTS external (
-    account TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL,
-    neurons REAL NOT NULL, synced_at REAL NOT NULL,
-    PRIMARY KEY (account, day, model)
-);
-CREATE TABLE IF NOT EXISTS days (
-    account TEXT NOT NULL, day TEXT NOT NULL, cap REAL,
-    exhausted_at REAL, note TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (account, day)
-);
-"""
 
 # Usage the account's analytics reported beyond ours shows up under this job name.
 EXTERNAL_JOB = "(outside pipelines)"
@@ -83,31 +69,18 @@ class Ledger:
         self._host = socket.gethostname()
         # Settled ids of this instance: committing or releasing twice must not count twice.
         self._settled: set[int] = set()
-        self._lock = threading.Lock()
         # A damaged ledger is an error, never replaced: it is what keeps runs under the cap.
-        self._conn = open_database(
-            self.path,
-            schema=_SCHEMA,
-            what="neuron ledger",
-            forgets=" (a new one does not know what was spent today: `pipelines budget "
-            "--sync` reads it back from the account)",
-        )
+        self._file = LedgerFile(self.path)
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _day(self) -> str:
-        return self._day_fn() if self._day_fn is not None else clock.utc_today()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.tx()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _day(self, c: sqlite3.Connection) -> str:
+        """The account's day: the clock's (or ``day_fn``'s), never going back."""
+        now = self._day_fn() if self._day_fn is not None else clock.utc_today()
+        return day_seen(c, self.account, now)
 
     def _release_dead(self, c: sqlite3.Connection) -> int:
         pids = [
@@ -191,9 +164,12 @@ class Ledger:
             else ""
         )
         if neurons > limit + _EPSILON:
+            # the runner splits a packed request before this: it is one input that is too big
+            lower = " or lower budget.reserve" if self.reserve_neurons else ""
             return BudgetExhausted(
                 f"one request needs {format_neurons(neurons)} neurons, more than the daily budget "
-                f"of {format_neurons(limit)} allows{kept}; lower the batch size or raise the cap",
+                f"of {format_neurons(limit)} allows{kept}, so it can never be sent; raise "
+                f"budget.daily_neurons{lower}",
                 reason=BudgetStop.CANNOT_FIT,
             )
         used = usage.committed + usage.reserved
@@ -208,10 +184,11 @@ class Ledger:
         """Promise ``neurons`` to one request, or raise :class:`BudgetExhausted`."""
         if not math.isfinite(neurons) or neurons < 0:
             raise ValueError(f"a reservation needs a finite, non-negative figure, not {neurons}")
-        day = self._day()
+        self._file.check_in_place()
         refusal: BudgetExhausted | None = None
         rid: int | None = None
         with self._tx() as c:
+            day = self._day(c)
             self._release_dead(c)
             self._note_cap(c, day)
             usage = self._usage(c, day, cap=self.daily_neurons)
@@ -232,16 +209,19 @@ class Ledger:
 
     def available(self) -> float:
         """What :meth:`reserve` would still grant right now."""
-        day = self._day()
+        self._file.check_in_place()
         with self._tx() as c:
             self._release_dead(c)
-            return self._grantable(self._usage(c, day, cap=self.daily_neurons))
+            return self._grantable(self._usage(c, self._day(c), cap=self.daily_neurons))
 
     def commit(self, r: Reservation, actual_neurons: float) -> None:
         """Replace the reservation by what the request really cost (above or below)."""
         if not math.isfinite(actual_neurons) or actual_neurons < 0:
             raise ValueError(f"actual neurons must be finite and non-negative: {actual_neurons}")
         if r.id in self._settled:
+            return
+        if self._file.moved():  # nobody reads the lost file; the next reserve stops the run
+            self._settled.add(r.id)
             return
         with self._tx() as c:
             # Counted even if the reservation was swept as stale: the request was billed.
@@ -258,45 +238,79 @@ class Ledger:
         """Give the reservation back: the request was not billed."""
         if r.id in self._settled:
             return
+        if self._file.moved():
+            self._settled.add(r.id)
+            return
         with self._tx() as c:
             c.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
         self._settled.add(r.id)
 
     def mark_exhausted(self, note: str = "") -> None:
         """Cloudflare answered 3036/4006: nothing more for this account today."""
-        day = self._day()
         with self._tx() as c:
             c.execute(
                 "INSERT INTO days (account, day, exhausted_at, note) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (account, day) DO UPDATE SET exhausted_at = excluded.exhausted_at, "
                 "note = excluded.note",
-                (self.account, day, time.time(), note or "daily allocation used up"),
+                (self.account, self._day(c), time.time(), note or "daily allocation used up"),
             )
+
+    def clear_exhausted(self) -> bool:
+        """Lift today's 3036/4006 mark (the account shows room after all); False if none."""
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE days SET exhausted_at = NULL, note = '' "
+                "WHERE account = ? AND day = ? AND exhausted_at IS NOT NULL",
+                (self.account, self._day(c)),
+            )
+            return cur.rowcount > 0
 
     def record_external(
         self, neurons_by_model: dict[str, float], *, day: str | None = None
     ) -> None:
-        """Store the account's own figures for the day (its analytics), replacing older ones."""
-        day = day or self._day()
+        """Store the account's own figures for the day (its analytics), replacing older ones;
+        the day's usage is then known."""
         now = time.time()
         with self._tx() as c:
+            day = day or self._day(c)
             c.execute("DELETE FROM external WHERE account = ? AND day = ?", (self.account, day))
             c.executemany(
                 "INSERT INTO external (account, day, model, neurons, synced_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(self.account, day, m, float(n), now) for m, n in neurons_by_model.items()],
             )
+            know_day(c, self.account, day, "synced")
+
+    def assume_unused(self) -> None:
+        """Take it that the account used nothing today besides what this ledger recorded."""
+        with self._tx() as c:
+            know_day(c, self.account, self._day(c), "assumed")
+
+    def usage_known(self) -> bool:
+        """Whether every neuron the account spent today is in this ledger: it existed before
+        the day began, or the day was synced from the account or assumed unused."""
+        with self._tx() as c:
+            day = self._day(c)
+            return self._file.created_day < day or day_known(c, self.account, day)
+
+    def require_known_usage(self) -> None:
+        """Raise :class:`StateError` unless :meth:`usage_known` (before a paid run)."""
+        if not self.usage_known():
+            raise StateError(
+                f"the {WHAT} {self.path} was made today, so it does not know what account "
+                f"{self.account} spent earlier today; run `pipelines budget --sync` to read it "
+                "from the account, or `pipelines budget --assume-unused` if nothing ran on it "
+                "today, then run again"
+            )
 
     def today(self) -> DayUsage:
-        """The current day (as ``day_fn`` sees it) under this ledger's cap."""
-        day = self._day()
+        """The current day (as ``day_fn`` sees it, never going back) under this ledger's cap."""
         with self._tx() as c:
             self._release_dead(c)
-            return self._usage(c, day, cap=self.daily_neurons)
+            return self._usage(c, self._day(c), cap=self.daily_neurons)
 
     def by_job_model(self, day: str | None = None) -> list[dict[str, Any]]:
         """Rows ``job, model, committed, reserved, requests`` for ``day`` (default today)."""
-        day = day or self._day()
         rows: dict[tuple[str, str], dict[str, Any]] = {}
 
         def row(job: str, model: str) -> dict[str, Any]:
@@ -307,6 +321,7 @@ class Ledger:
 
         with self._tx() as c:
             self._release_dead(c)
+            day = day or self._day(c)
             args = (self.account, day)
             for job, model, neurons, requests in c.execute(
                 "SELECT job, model, neurons, requests FROM usage WHERE account = ? AND day = ?",
@@ -332,10 +347,10 @@ class Ledger:
 
     def history(self, days: int = 14) -> list[DayUsage]:
         """The last ``days`` days up to today, oldest first; days without use show zero."""
-        today = self._day()
         out: list[DayUsage] = []
         with self._tx() as c:
             self._release_dead(c)
+            today = self._day(c)
             for back in range(days - 1, -1, -1):
                 day = clock.shift_day(today, -back)
                 out.append(self._usage(c, day, cap=self.daily_neurons if back == 0 else None))
@@ -351,8 +366,7 @@ class Ledger:
 
     def close(self) -> None:
         """Close the database connection."""
-        with self._lock:
-            self._conn.close()
+        self._file.close()
 
     def __enter__(self) -> Ledger:
         return self

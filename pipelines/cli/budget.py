@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from pipelines.budget import chart
+from pipelines.budget import chart, clock
 from pipelines.budget.config import effective_budget, resolve_account
 from pipelines.budget.ledger import Ledger
 from pipelines.budget.records import DayUsage, format_neurons
@@ -62,7 +62,9 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _summary(usage: DayUsage, reserve: int, available: float, left_s: float) -> list[str]:
+def _summary(
+    usage: DayUsage, reserve: int, available: float, left_s: float, known: bool
+) -> list[str]:
     used = usage.committed + usage.reserved
     kept = f" ({format_neurons(reserve)} kept in reserve)" if reserve else ""
     lines = [
@@ -74,11 +76,59 @@ def _summary(usage: DayUsage, reserve: int, available: float, left_s: float) -> 
         f"  available  {format_neurons(available)} for new requests",
         f"  resets     {usage.resets_at:%Y-%m-%d %H:%M} UTC, in {chart.duration(left_s)}",
     ]
+    if usage.day > clock.utc_today():
+        lines.append(
+            f"  clock      behind: it reads {clock.utc_today()}, but this ledger already counted "
+            f"on {usage.day}, which it keeps until the date catches up"
+        )
+    if not known:
+        lines.append(
+            "  unknown    this ledger was made today: what the account spent before is not in "
+            "it; paid runs wait for `pipelines budget --sync` (or --assume-unused)"
+        )
     if usage.marked:
         lines.append(f"  stopped    Cloudflare: {usage.note}")
     elif usage.exhausted:
         lines.append("  stopped    the cap is used up")
     return lines
+
+
+@dataclass
+class _Actions:
+    """What the command changed in the ledger before showing it."""
+
+    synced: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+    lifted: bool = False
+
+
+def _act(ledger: Ledger, account: str, *, sync: bool, clear: bool, assume_unused: bool) -> _Actions:
+    done = _Actions()
+    if sync:
+        if account == "default":
+            raise JobError(
+                "--sync needs the account id: pass --account or set CLOUDFLARE_ACCOUNT_ID"
+            )
+        day = ledger.today().day
+        done.synced = asyncio.run(fetch_account_usage(day, account))
+        ledger.record_external(done.synced, day=day)
+        usage = ledger.today()
+        # Cloudflare's analytics show room: its 3036/4006 was not about today's use
+        if usage.marked and sum(done.synced.values()) < usage.cap:
+            clear = True
+    if assume_unused:
+        ledger.assume_unused()
+        done.notes.append(
+            "noted: nothing ran on this account today besides what this ledger recorded"
+        )
+    if clear:
+        done.lifted = ledger.clear_exhausted()
+        done.notes.append(
+            "lifted Cloudflare's used-up mark for today"
+            if done.lifted
+            else "no mark of Cloudflare's to lift today"
+        )
+    return done
 
 
 @click.command()
@@ -94,14 +144,33 @@ def _summary(usage: DayUsage, reserve: int, available: float, left_s: float) -> 
     "--sync",
     is_flag=True,
     help="First read today's real usage from the account's analytics (needs a token with "
-    "Account Analytics Read).",
+    "Account Analytics Read); lifts a 3036/4006 mark when the figures show room.",
+)
+@click.option(
+    "--clear-exhausted",
+    is_flag=True,
+    help="Lift today's mark left by Cloudflare's 3036/4006 (the day is used up).",
+)
+@click.option(
+    "--assume-unused",
+    is_flag=True,
+    help="Say that nothing ran on the account today outside this ledger (lets a new ledger "
+    "start paid runs without --sync).",
 )
 @click.option(
     "--account",
     default=None,
     help="Cloudflare account id (default: $CLOUDFLARE_ACCOUNT_ID, else 'default').",
 )
-def budget(as_json: bool, history: bool, days: int | None, sync: bool, account: str | None) -> None:
+def budget(
+    as_json: bool,
+    history: bool,
+    days: int | None,
+    sync: bool,
+    clear_exhausted: bool,
+    assume_unused: bool,
+    account: str | None,
+) -> None:
     """Show today's neuron use, what is left and when the daily cap resets (00:00 UTC)."""
     account_id = resolve_account(account)
     settings = effective_budget(None, None)
@@ -109,17 +178,12 @@ def budget(as_json: bool, history: bool, days: int | None, sync: bool, account: 
         account=account_id, daily_neurons=settings.daily_neurons, reserve=settings.reserve
     )
     try:
-        synced: dict[str, float] | None = None
-        if sync:
-            if account_id == "default":
-                raise JobError(
-                    "--sync needs the account id: pass --account or set CLOUDFLARE_ACCOUNT_ID"
-                )
-            day = ledger.today().day
-            synced = asyncio.run(fetch_account_usage(day, account_id))
-            ledger.record_external(synced, day=day)
+        done = _act(
+            ledger, account_id, sync=sync, clear=clear_exhausted, assume_unused=assume_unused
+        )
         usage = ledger.today()
         available = ledger.available()
+        known = ledger.usage_known()
         rows = ledger.by_job_model(usage.day)
         past = ledger.history(days or 14) if history or days is not None else None
     finally:
@@ -131,19 +195,22 @@ def budget(as_json: bool, history: bool, days: int | None, sync: bool, account: 
             **usage.as_dict(),
             "reserve": settings.reserve,
             "available": available,
+            "usage_known": known,
             "seconds_until_reset": left_s,
             "by_job_model": rows,
         }
         if past is not None:
             out["history"] = [d.as_dict() for d in past]
-        if synced is not None:
-            out["synced"] = synced
+        if done.synced is not None:
+            out["synced"] = done.synced
+        if clear_exhausted or sync:
+            out["lifted"] = done.lifted
         click.echo(json.dumps(out, indent=2))
         return
 
-    lines = _summary(usage, settings.reserve, available, left_s)
-    if synced is not None:
-        total = format_neurons(sum(synced.values()))
+    lines = [*done.notes, *_summary(usage, settings.reserve, available, left_s, known)]
+    if done.synced is not None:
+        total = format_neurons(sum(done.synced.values()))
         lines.append(f"  synced     {total} reported by the account's analytics")
     if rows:
         lines += ["", *_table(rows)]

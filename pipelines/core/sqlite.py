@@ -36,9 +36,23 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return _primary_code(exc) in _BUSY
 
 
-def _problem(path: Path, what: str, exc: sqlite3.Error, forgets: str) -> StateError:
+def database_problem(
+    path: Path, what: str, exc: sqlite3.Error, forgets: str = "", *, opening: bool = True
+) -> StateError:
+    """The one-line :class:`StateError` for ``exc``, met opening (or, with ``opening``
+    false, using) the ``what`` at ``path``."""
     code = _primary_code(exc)
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    if not opening and code in _BUSY:
+        return StateError(
+            f"the {what} {path} stayed locked by another process ({reason}); try again, and "
+            "look for a process that holds it open"
+        )
+    if not opening and code in {*_DENIED, sqlite3.SQLITE_IOERR}:
+        return StateError(
+            f"cannot write the {what} {path} any more ({reason}): the file, its folder or "
+            "its disk was made read-only; make them writable again, then re-run"
+        )
     if code in _DAMAGED:
         return StateError(
             f"{path} is not a SQLite database or is damaged ({reason}), so the {what} cannot "
@@ -55,8 +69,13 @@ def _problem(path: Path, what: str, exc: sqlite3.Error, forgets: str) -> StateEr
     return StateError(f"cannot use the {what} {path} ({reason})")
 
 
-def _setup(conn: sqlite3.Connection, schema: str, version: int) -> None:
-    conn.execute("PRAGMA journal_mode = WAL")
+def _setup(conn: sqlite3.Connection, schema: str, version: int, wal: bool) -> None:
+    conn.execute("PRAGMA mmap_size = 0")
+    # TRUNCATE keeps the (empty) journal file between transactions: nothing to create in
+    # the folder per write, so a folder that turned read-only does not stop the file
+    mode = "WAL" if wal else "TRUNCATE"
+    if str(conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()[0]).upper() != mode:
+        raise sqlite3.OperationalError(f"cannot switch the journal to {mode} mode")
     conn.execute("PRAGMA synchronous = NORMAL")
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     # Always one write transaction, even with the schema in place: a file that can be read
@@ -74,12 +93,14 @@ def open_database(
     what: str,
     version: int = 1,
     forgets: str = "",
+    wal: bool = True,
     timeout_s: float = 30.0,
     attempts: int = 50,
     sleep: Callable[[float], None] = time.sleep,
 ) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode with ``schema`` (SQL statements, run once per
-    ``version``), in autocommit mode and usable from any thread (callers serialise).
+    """A connection to ``path`` with ``schema`` (SQL statements, run once per ``version``),
+    in autocommit mode and usable from any thread (callers serialise); in WAL mode, else
+    with a rollback journal and no memory-mapped file at all.
 
     ``what`` names the file in messages ("neuron ledger"); ``forgets`` says what moving a
     damaged one away loses. Raises :class:`StateError` when the file cannot be used.
@@ -97,18 +118,18 @@ def open_database(
             path, timeout=timeout_s, isolation_level=None, check_same_thread=False
         )
     except sqlite3.Error as exc:
-        raise _problem(path, what, exc, forgets) from exc
+        raise database_problem(path, what, exc, forgets) from exc
     try:
         for attempt in range(attempts):
             try:
-                _setup(conn, schema, version)
+                _setup(conn, schema, version, wal)
                 return conn
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 if not is_busy(exc):
-                    raise _problem(path, what, exc, forgets) from exc
+                    raise database_problem(path, what, exc, forgets) from exc
                 sleep(0.02 * (attempt + 1))
         raise StateError(
             f"the {what} {path} stayed locked by another process; try again, and look for "

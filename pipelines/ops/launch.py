@@ -76,6 +76,8 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
             )
             with ExitStack() as stack:
                 stack.callback(ledger.close)
+                if binding.paid:  # a ledger made today would not know what today spent
+                    ledger.require_known_usage()
                 cache = _cache_for(binding, settings)
                 if cache is not None:
                     stack.callback(cache.close)

@@ -247,6 +247,8 @@ class Runner:
                 await self._process(call)
             except Stopped:
                 continue
+            except PipelinesError as exc:  # e.g. the ledger cannot be used: stop the run
+                self.stopper.abort(exc)  # (its rows stay pending)
             except Exception as exc:  # a bug must not silently lose rows: record them
                 error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
                 await self._out.put(failures_of(call, error, retryable=True))
