@@ -16,9 +16,11 @@ from pipelines.catalog.models import ModelInfo, list_models
 from pipelines.cli import main
 from pipelines.core.columns import KEY
 from pipelines.core.errors import JobError
+from pipelines.job.columns import FROM_INPUT, RESULT_COLUMNS
 from pipelines.job.columns import added_columns as added_columns_of
 from pipelines.job.load import load_job
 from pipelines.job.spec import Job
+from pipelines.sources.audio import COLUMNS as AUDIO_COLUMNS
 from pipelines.tasks.registry import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,21 +271,30 @@ def _job_data(kind: str, model: ModelInfo) -> dict[str, Any]:
     }
 
 
-def added_columns() -> dict[str, set[str]]:
-    """Each task kind's result columns as its family declares them (``fields``), over every
-    catalog model of that kind, plus the row key: what pipelines writes into each row."""
-    out: dict[str, set[str]] = {}
+def family_columns() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Each task kind's result columns as its family declares them (``fields``, over every
+    catalog model of the kind), and those of them that are the source's own column of the
+    same name (an audio file's ``path``): kept, the family leaves its copy out."""
+    results: dict[str, set[str]] = {}
+    shared: dict[str, set[str]] = {}
     for kind, family in FAMILIES.items():
         models = [m for m in list_models() if m.task == kind]
         assert models, kind
+        source = set(AUDIO_COLUMNS) if kind == "transcribe" else set()
         for model in models:
             job = Job.model_validate(_job_data(kind, model))
             names = {field.name for field in family(job, model, []).fields}
-            out.setdefault(kind, {KEY}).update(names)
-    return out
+            left_out = {
+                n for n in names if n not in {f.name for f in family(job, model, [n]).fields}
+            }
+            results.setdefault(kind, set()).update(names)
+            shared.setdefault(kind, set()).update(left_out & source)
+    return results, shared
 
 
-ADDED = added_columns()
+RESULTS, SHARED = family_columns()
+# What pipelines writes into each row whatever the input holds: no input column may be named so.
+ADDED = {kind: {KEY} | names - SHARED[kind] for kind, names in RESULTS.items()}
 CASES = [(kind, name) for kind, names in sorted(ADDED.items()) for name in sorted(names)]
 
 
@@ -298,10 +309,20 @@ def _job_text(kind: str, tail: str = "", **task: str) -> str:
 
 
 def test_the_job_layer_refuses_exactly_what_the_families_write() -> None:
-    # the job layer sits below the tasks and keeps its own list: it must not drift
+    # the job layer sits below the tasks and keeps its own lists: they must not drift
+    assert {kind: set(RESULT_COLUMNS[kind]) for kind in RESULTS} == RESULTS
+    assert {kind: set(FROM_INPUT.get(kind, ())) for kind in SHARED} == SHARED
     assert {kind: set(added_columns_of(kind)) for kind in ADDED} == ADDED
     assert ADDED["classify"] == {KEY, "label", "score"}
-    assert ADDED["transcribe"] >= {"path", "text", "vtt", "words"}
+    assert ADDED["transcribe"] >= {KEY, "text", "vtt", "words"}
+
+
+def test_a_transcript_may_keep_the_audio_columns_it_shares_with_the_source(
+    tmp_path: Path,
+) -> None:
+    # path and duration_s are the audio source's own values: kept, the family leaves its out
+    job = load_job(write(tmp_path, _job_text("transcribe", "  keep: [path, duration_s, format]")))
+    assert job.output.keep == ["path", "duration_s", "format"]
 
 
 @pytest.mark.parametrize(("kind", "column"), CASES)

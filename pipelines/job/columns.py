@@ -22,12 +22,17 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "translate": ("translated_text",),
     "transcribe": ("path", "duration_s", "text", "word_count", "language", "vtt", "words"),
 }
+# Results that are the input's own column of the same name (an audio source's ``path`` and
+# ``duration_s``): keeping that column is no clash, the family then leaves its copy out.
+FROM_INPUT: dict[str, tuple[str, ...]] = {"transcribe": ("path", "duration_s")}
 
 
 def added_columns(kind: str) -> dict[str, str]:
-    """Every column pipelines writes into a ``kind`` job's rows, and what it holds."""
+    """The columns pipelines writes into a ``kind`` job's rows whatever the input holds
+    (no input column may have their names), and what each holds."""
     added = {KEY: "each row's key"}
-    added.update((name, f"a {kind} result") for name in RESULT_COLUMNS.get(kind, ()))
+    own = (n for n in RESULT_COLUMNS.get(kind, ()) if n not in FROM_INPUT.get(kind, ()))
+    added.update((name, f"a {kind} result") for name in own)
     return added
 
 
