@@ -68,7 +68,7 @@ def test_partial_and_foreign_sections(config: Path) -> None:
         ("budget: {daily_neurons: lots}\n", "budget.daily_neurons"),
         ("budget: [1, 2]\n", "budget"),
         ("- just a list\n", "must be a mapping"),
-        ("budget: {daily_neurons: 5\n", "not valid YAML"),
+        ("budget: {daily_neurons: 5\n", "invalid YAML"),
     ],
 )
 def test_config_errors_name_the_file(config: Path, text: str, needle: str) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import platformdirs
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.core.errors import JobError
 from pipelines.core.state import state_dir
+from pipelines.job.problems import Problems
+from pipelines.job.shape import validate_all
 from pipelines.job.spec import BudgetSpec
+from pipelines.job.yamldoc import compose, read_text, walk
 
 LEDGER_FILE = "ledger.sqlite3"
 CONFIG_FILE = "config.yaml"
@@ -58,35 +59,32 @@ class _GlobalConfig(BaseModel):
     budget: GlobalBudget = Field(default_factory=GlobalBudget)
 
 
-def _validation_message(path: Path, exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        problems.append(f"{where}: {err['msg']}")
-    return f"{path}: " + "; ".join(problems)
-
-
 def load_global_budget(path: Path | None = None) -> GlobalBudget:
-    """The global ``budget:`` settings; empty when there is no config file (it is optional)."""
+    """The global ``budget:`` settings; empty when there is no config file (it is optional).
+
+    Problems are reported like a job file's: every one at once, as ``FILE:LINE: key: message``,
+    with the closest known key for a misspelt one."""
     path = path if path is not None else config_path()
     if not path.exists():
         return GlobalBudget()
     if not path.is_file():
         raise JobError(f"{path}: the config file is not a regular file")
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobError(f"{path}: cannot read the config file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise JobError(f"{path}: not valid YAML: {exc}") from exc
-    if raw is None:
+    shown = str(path)
+    data, node = compose(read_text(path, shown, what="config file"), shown)
+    if data is None or node is None:
         return GlobalBudget()
-    if not isinstance(raw, dict):
-        raise JobError(f"{path}: the config file must be a mapping (e.g. `budget: {{...}}`)")
-    try:
-        return _GlobalConfig.model_validate(raw).budget
-    except ValidationError as exc:
-        raise JobError(_validation_message(path, exc)) from exc
+    if not isinstance(data, dict):
+        raise JobError(
+            f"{shown}:{node.start_mark.line + 1}: the config file must be a mapping "
+            "(e.g. `budget: {daily_neurons: 10000}`)"
+        )
+    problems = Problems(file=shown)
+    walk(node, problems)
+    config = validate_all(_GlobalConfig, data, problems)
+    problems.raise_if_any()
+    if config is None:
+        raise AssertionError("unreachable: validation failed without problems")
+    return config.budget
 
 
 @dataclass(frozen=True)

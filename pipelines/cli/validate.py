@@ -8,23 +8,42 @@ import sys
 import click
 
 from pipelines.core.errors import JobError, SourceError
-from pipelines.job.load import job_files, load_job
+from pipelines.job.load import inspect_job, job_files
+from pipelines.job.problems import Loc
 from pipelines.job.spec import Job
+
+# The fields opening the input reads: it is checked when they are all sound.
+_SOURCE_FIELDS: tuple[Loc, ...] = (
+    ("source",),
+    ("task", "kind"),
+    ("task", "input"),
+    ("task", "source_lang_column"),
+    ("task", "target_lang_column"),
+    ("output", "keep"),
+)
 
 
 def _check_one(path: str) -> tuple[Job | None, str]:
-    """The job (``None`` when invalid) and the line to print for it."""
+    """The job (``None`` when invalid) and the lines to print for it: every problem of the
+    file, and of its input when the fields that read it are sound."""
     # here, not at the top: the sources load polars, which `schema` and --help do not need
     from pipelines.sources import open_source
 
     try:
-        job = load_job(path)
+        job, problems = inspect_job(path)
     except JobError as exc:
         return None, exc.message
-    try:
-        rows = open_source(job).count()
-    except SourceError as exc:
-        return None, f"{path}: source: {exc.message}"
+    lines = [problems.render()] if problems.items else []
+    rows: int | None = None
+    if job is not None and problems.clean(*_SOURCE_FIELDS):
+        try:
+            rows = open_source(job).count()
+        except SourceError as exc:
+            lines.append(f"{path}: source: {exc.message}")
+        except JobError as exc:  # a rule of the job the source enforces too
+            lines.append(exc.message)
+    if lines or job is None:
+        return None, "\n".join(lines)
     shown = "? rows" if rows is None else f"{rows:,} row{'' if rows == 1 else 's'}"
     return job, f"ok   {path} ({job.name}: {shown}, {job.task.model})"
 
@@ -34,7 +53,7 @@ def _check_one(path: str) -> tuple[Job | None, str]:
 def validate(jobs: tuple[str, ...]) -> None:
     """Check job files (or folders of them) and their input, without calling any model.
 
-    Exits 2 when any job is invalid.
+    Every problem of a file is listed at once. Exits 2 when any job is invalid.
     """
     failed = False
     names: dict[str, str] = {}

@@ -1,8 +1,10 @@
 """The job rules that need the model catalog or several fields at once.
 
-They run after pydantic has checked the shape (:mod:`pipelines.job.spec`) and add every
-problem they find to a :class:`~pipelines.job.problems.Problems`, so a user fixes a file in
-one pass.
+They run after pydantic has checked the shape (:mod:`pipelines.job.spec`), also when it
+found problems, and add every problem they find to a :class:`~pipelines.job.problems.Problems`,
+so a user fixes a file in one pass. A rule skips when a field it reads is unknown (missing or
+invalid, see :mod:`pipelines.job.shape`), and the rules that need the model skip when the
+model is unknown.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.catalog.languages import describe_languages, normalize_language
-from pipelines.catalog.models import ModelInfo, get_model, has_model, schema_properties
+from pipelines.catalog.models import (
+    ModelInfo,
+    get_model,
+    has_model,
+    list_models,
+    schema_properties,
+)
 from pipelines.core.urls import url_problem
+from pipelines.job.columns import check_columns
 from pipelines.job.paths import check_output_paths
-from pipelines.job.problems import Loc, Problems
+from pipelines.job.problems import Loc, Problems, closest, did_you_mean
 from pipelines.job.spec import Job
 
 TOKEN_MESSAGE = (
@@ -70,7 +79,9 @@ _CHUNK_PARAMS = ("chunk_max_mb", "chunk_max_seconds")
 
 def _check_value(spec: dict[str, Any], value: Any) -> str | None:
     if "enum" in spec and value not in spec["enum"]:
-        return f"must be one of {', '.join(map(repr, spec['enum']))} (got {value!r})"
+        hint = did_you_mean(value, [str(v) for v in spec["enum"]])
+        got = f"got {value!r}" + (f"; {hint}" if hint else "")
+        return f"must be one of {', '.join(map(repr, spec['enum']))} ({got})"
     wanted = _JSON_TYPES.get(str(spec.get("type")))
     if wanted and (
         not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
@@ -97,6 +108,8 @@ def _check_params(job: Job, model: ModelInfo, problems: Problems) -> dict[str, A
             problems.add(loc, f"set by pipelines from {_RUNNER_FILLED[key]}; remove it")
         elif key not in props:
             accepts = f"it accepts: {', '.join(allowed)}" if allowed else "it takes no options"
+            hint = did_you_mean(key, allowed)
+            accepts = f"{hint} {accepts}" if hint else accepts
             problems.add(loc, f"not an option of {model.id} ({accepts})")
         elif key in ("source_lang", "target_lang"):
             code = normalize_language(value) if isinstance(value, str) else None
@@ -141,12 +154,31 @@ def _check_paths(job: Job, problems: Problems) -> None:
         problems.add(("output", "keep"), "lists a column twice")
 
 
+def _unknown_model(model_id: str) -> str:
+    """Why ``model_id`` is refused, with the closest catalog ids (by full id or by name)."""
+    ids = [m.id for m in list_models()]
+    by_name = {i.rsplit("/", 1)[-1]: i for i in ids}
+    found = closest(model_id, ids, n=3) + [
+        by_name[n] for n in closest(model_id.rsplit("/", 1)[-1], by_name, n=3)
+    ]
+    found = list(dict.fromkeys(found))[:3]
+    names = [repr(f) for f in found]
+    either = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+    hint = f"did you mean {either}? " if found else ""
+    return f"unknown model {model_id!r} ({hint}see: pipelines models)"
+
+
 def _check_model(job: Job, problems: Problems) -> ModelInfo | None:
+    """The job's model when it is known and fits the task kind (else ``None``)."""
     task = job.task
+    if not problems.known(("task", "model")):
+        return None
     if not has_model(task.model):
-        problems.add(("task", "model"), f"unknown model {task.model!r} (see: pipelines models)")
+        problems.add(("task", "model"), _unknown_model(task.model))
         return None
     model = get_model(task.model)
+    if not problems.known(("task", "kind")):
+        return None  # whether it fits cannot be told
     if model.task == "rerank":
         problems.add(
             ("task", "model"),
@@ -174,19 +206,23 @@ def _at(job: Job, loc: tuple[str, str]) -> str:
     return str(getattr(getattr(job, loc[0]), loc[1]))
 
 
-def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
-    """The rules that need the catalog or several fields at once; problems are collected."""
-    """The rules that span fields or need the catalog; returns the job, normalised."""
-    task, raw_source = job.task, data.get("source") or {}
-    model = _check_model(job, problems)
-    if task.kind in _TEXT_KINDS and not task.input:
-        problems.add(("task", "input"), f"required for {task.kind} jobs: the text column")
-    if task.kind == "transcribe" and task.input is not None:
-        problems.add(("task", "input"), "not used by transcribe jobs (audio files are the input)")
-    if task.kind == "transcribe" and job.source.kind != "audio":
-        problems.add(("source", "kind"), "transcribe jobs read audio: set source.kind: audio")
-    if task.kind != "transcribe" and job.source.kind == "audio":
-        problems.add(("source", "kind"), "audio sources only work with task.kind: transcribe")
+def _check_kinds(job: Job, raw_source: Any, problems: Problems) -> None:
+    """What the task kind and the source kind require of each other and of other fields."""
+    task, known = job.task, problems.known
+    if known(("task", "kind"), ("task", "input")):
+        if task.kind in _TEXT_KINDS and not task.input:
+            problems.add(("task", "input"), f"required for {task.kind} jobs: the text column")
+        if task.kind == "transcribe" and task.input is not None:
+            problems.add(
+                ("task", "input"), "not used by transcribe jobs (audio files are the input)"
+            )
+    if known(("task", "kind"), ("source", "kind")):
+        if task.kind == "transcribe" and job.source.kind != "audio":
+            problems.add(("source", "kind"), "transcribe jobs read audio: set source.kind: audio")
+        if task.kind != "transcribe" and job.source.kind == "audio":
+            problems.add(("source", "kind"), "audio sources only work with task.kind: transcribe")
+    if not known(("source", "kind")) or not isinstance(raw_source, dict):
+        return
     if job.source.kind == "audio" and job.source.key is not None:
         problems.add(
             ("source", "key"),
@@ -195,15 +231,32 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
     for key, kind in (("delimiter", "csv"), ("encoding", "csv"), ("extensions", "audio")):
         if key in raw_source and job.source.kind != kind:
             problems.add(("source", key), f"only applies to {kind} sources")
-    for key in ("vtt", "srt"):
-        if getattr(job.output, key) and task.kind != "transcribe":
-            problems.add(("output", key), "only transcribe jobs write subtitles")
-    if job.budget.reserve >= job.budget.daily_neurons:
-        problems.add(("budget", "reserve"), "must be below budget.daily_neurons")
+
+
+def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
+    """The rules that span fields or need the catalog; returns the job, normalised.
+
+    ``job`` may be partial (see :mod:`pipelines.job.shape`): a rule reading a field that
+    ``problems`` holds unknown skips."""
+    task, known = job.task, problems.known
+    model = _check_model(job, problems)
+    _check_kinds(job, data.get("source"), problems)
+    if known(("task", "kind")):
+        for key in ("vtt", "srt"):
+            if getattr(job.output, key) and task.kind != "transcribe":
+                problems.add(("output", key), "only transcribe jobs write subtitles")
+    if known(("budget", "reserve"), ("budget", "daily_neurons")):
+        if job.budget.reserve >= job.budget.daily_neurons:
+            problems.add(("budget", "reserve"), "must be below budget.daily_neurons")
     if job.base_url is not None and (why := url_problem(job.base_url)) is not None:
         problems.add(("base_url",), why)
     params = _check_params(job, model, problems) if model else dict(task.params)
-    _check_translate(job, params, problems)
+    languages = (("task", "source_lang_column"), ("task", "target_lang_column"))
+    if known(("task", "kind"), ("task", "params"), *languages):
+        _check_translate(job, params, problems)
+    check_columns(job, problems)
+    if not known(("source", "path"), ("output", "path")):
+        return job
     nul = [loc for loc in (("source", "path"), ("output", "path")) if "\0" in _at(job, loc)]
     for loc in nul:
         problems.add(loc, "contains a NUL character (\\0), which no file name can hold")

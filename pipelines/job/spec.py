@@ -1,7 +1,8 @@
 """The job file's shape as pydantic models (unknown keys are rejected everywhere).
 
 Cross-field rules that need the catalog (model exists, model fits the task kind, language
-codes) live in :mod:`pipelines.job.load`, which also maps errors to file and line.
+codes) live in :mod:`pipelines.job.checks`; :mod:`pipelines.job.load` maps every problem to
+its file and line.
 """
 
 from __future__ import annotations

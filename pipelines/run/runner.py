@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
-from pipelines.core.errors import PipelinesError
+from pipelines.core.errors import OutputError, PipelinesError
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
@@ -294,9 +294,18 @@ class Runner:
             failures = [f for i in items if isinstance(i, list) for f in i]
             try:
                 await self._write(tables, failures)
-            except PipelinesError as exc:  # disk full, folder gone read-only
+            except Exception as exc:  # disk full, a folder gone read-only, a bug
+                # any exception: a writer that dies leaves the workers blocked on its full
+                # queue, and the run hangs for good
                 broken = self._write_failed = True
-                self.stopper.abort(exc)
+                self.stopper.abort(
+                    exc
+                    if isinstance(exc, PipelinesError)
+                    else OutputError(
+                        f"cannot write the results ({type(exc).__name__}: {exc}); "
+                        "the rows written before are kept, re-run to resume"
+                    )
+                )
 
     async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
         if tables:
