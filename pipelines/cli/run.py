@@ -81,7 +81,13 @@ def run(
         progress=not no_progress and sys.stderr.isatty(),
         use_cache=not no_cache,
     )
-    reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
+    try:
+        reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
+    except KeyboardInterrupt:
+        # Ctrl-C between two runs (a run and the --wait sleep answer it themselves): what
+        # was done is kept; never click's "Aborted!" and exit 1
+        click.echo("note: interrupted; re-run to resume", err=True)
+        sys.exit(130)
     for report in reports:
         click.echo(_summary(report))
         if report.message:

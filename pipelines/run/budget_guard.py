@@ -69,8 +69,8 @@ class RunBudget:
         if neurons > self.max_neurons:
             raise BudgetExhausted(
                 f"one request needs {format_neurons(neurons)} neurons, more than --max-neurons "
-                f"({self.max_neurons:,}) allows in a whole run; raise --max-neurons or lower "
-                "the batch size",
+                f"({self.max_neurons:,}) allows in a whole run; raise --max-neurons (or "
+                "budget.max_neurons)",
                 reason=BudgetStop.CANNOT_FIT,
             )
         used = self.spent + self.held

@@ -223,7 +223,13 @@ class Sender:
         except BaseException:
             await self._settle(call, ledger, requests, results)
             raise
-        spent = await self._settle(call, ledger, requests, results)
+        try:
+            spent = await self._settle(call, ledger, requests, results)
+        except PipelinesError as exc:
+            # the ledger cannot record it (deleted, read-only): stop the run, but keep the
+            # answer, which was paid for and must not be paid again
+            self.stopper.abort(exc)
+            spent = self.task.neurons(self.task.usage(requests, results))
         table = self.task.output_table(call, per_item)
         return Outcome(call=call, table=table, per_item=per_item, spent=spent)
 
