@@ -215,6 +215,8 @@ def test_a_server_that_goes_away_means_retried_transport_errors(
     (tmp_path / "jobs" / "job.yaml").write_text(
         (tmp_path / "jobs" / "job.yaml").read_text() + "limits: {max_attempts: 2}\n"
     )
+    # a paid account on a ledger made today: say that nothing ran on it today yet
+    assert CliRunner().invoke(main, ["budget", "--assume-unused"]).exit_code == 0
     result = run_cli(str(job))
     assert result.exit_code == 1, result.output
     failures = pl.read_parquet(tmp_path / "out" / "o.failures.parquet")
