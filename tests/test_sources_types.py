@@ -212,4 +212,7 @@ def test_drifting_parts_are_one_error_line_for_every_command(
         assert "Traceback" not in result.output
         said = result.stdout + result.stderr
         assert "column 'n' is string" in said, said
+        if command != ["validate"]:  # validate reports on stdout, per job file
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1, result.stderr
     assert not (tmp_path / "out/result.parquet").exists()
