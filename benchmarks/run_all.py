@@ -95,6 +95,8 @@ BENCHES = [
     Bench("P4", "memory.py", ["--short"], []),
     Bench("P5", "wall_time.py", ["--short"], []),
     Bench("P6", "startup.py", ["--short"], []),
+    Bench("R1", "exit_crash.py", ["--short"], []),
+    Bench("R2", "big_fields.py", ["--short"], []),
 ]
 
 

@@ -113,3 +113,16 @@ def test_token_accuracy_short() -> None:
         lowest = results[f"{kind} estimate, most under-counted script: mean error"]
         assert english["kind"] == kind and english["reference"]
         assert lowest["script"] and -100 < lowest["value"] <= english["value"]
+
+
+def test_exit_crash_short() -> None:
+    # a handful of runs cannot show a rare crash is gone (the full run's 200 each does);
+    # what is checked here is that every run was counted and none failed
+    (record,) = run_bench("exit_crash.py", "--runs", "3", "--jobs", "2").values()
+    assert record["runs"] == 3
+    assert record["validate"] == record["status"] == record["value"] == 0
+
+
+def test_big_fields_short() -> None:
+    (record,) = run_bench("big_fields.py", "--short").values()
+    assert record["field_mb"] == 7 and record["exit"] == 0

@@ -110,8 +110,13 @@ def test_csv_delimiter(tmp_path: Path) -> None:
 
 def test_ragged_row_names_the_record(tmp_path: Path) -> None:
     write_csv(tmp_path / "in.csv", b"id,text\n1,a\n2,b,extra\n3,c\n")
-    source = open_source(make_job(tmp_path, "in.csv", key="id"))
+    # in the first block: found when the source is opened
     with pytest.raises(SourceError, match=r"record 3 \(the header is record 1\) has 3 fields"):
+        open_source(make_job(tmp_path, "in.csv", key="id"))
+    body = "".join(f"{i},text {i}\n" for i in range(4, 700_000))
+    write_csv(tmp_path / "in.csv", ("id,text\n1,a\n3,c\n" + body + "x,b,extra\n").encode())
+    source = open_source(make_job(tmp_path, "in.csv", key="id"))
+    with pytest.raises(SourceError, match=r"record 700000 \(the header is record 1\) has 3"):
         source.count()
     with pytest.raises(SourceError, match="has 3 fields but the header has 2"):
         collect(source, ["text"])

@@ -3,8 +3,16 @@
 Used by the emulator (whisper bills by the real decoded duration) and by the audio source.
 libsndfile (``soundfile``) reads WAV/FLAC/OGG headers without decoding; everything else
 (mp3, m4a, webm, ...) and anything libsndfile rejects goes to FFmpeg through PyAV, whose
-container duration is also header-based. Only when a container states no duration do we
-decode, and then only to count samples.
+container duration is also header-based.
+
+A header is a claim, not a measurement: a FLAC STREAMINFO or an MP3 Info frame can say
+1,193 hours for a 5-second file, and a duration reserves neurons. So a header duration is
+believed only when the file's bytes can hold that much audio: at its exact byte rate for
+uncompressed PCM, else at :data:`MIN_BITS_PER_SECOND` (8 kbit/s, the lowest MPEG audio
+rate). Above that, or when the container states no duration, the audio is decoded and its
+samples counted. A lie can therefore inflate a duration at most to what the file's size
+allows at 8 kbit/s (16 times a 128 kbit/s MP3's real length), never to hours per kilobyte;
+a real low-bitrate file is only decoded, not misjudged.
 """
 
 from __future__ import annotations
@@ -19,6 +27,22 @@ from pipelines.core.errors import SourceError
 # libsndfile's own decoders; its MP3 support is newer and less tolerant than FFmpeg's.
 _SNDFILE_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "AIFF", "AU", "CAF"}
 _FFMPEG_SUFFIXES = {".mp3", ".m4a", ".mp4", ".aac", ".webm", ".opus", ".wma"}
+#: The lowest bit rate a compressed file's header duration is believed at.
+MIN_BITS_PER_SECOND = 8_000
+# Uncompressed libsndfile subtypes and their bits per sample: their byte rate is exact.
+_PCM_BITS = {
+    "PCM_S8": 8,
+    "PCM_U8": 8,
+    "PCM_16": 16,
+    "PCM_24": 24,
+    "PCM_32": 32,
+    "FLOAT": 32,
+    "DOUBLE": 64,
+    "ULAW": 8,
+    "ALAW": 8,
+}
+# Header durations within this many seconds of the bound pass (rounding, tiny files).
+_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,19 @@ class AudioInfo:
     channels: int
 
 
+@dataclass(frozen=True)
+class _Header:
+    """A header's claims, and the lowest bit rate the file can hold its audio at."""
+
+    info: AudioInfo
+    min_bits_per_second: float = MIN_BITS_PER_SECOND
+
+    def believable(self, size: int) -> bool:
+        """Whether ``size`` bytes can hold the claimed duration."""
+        most = size * 8 / self.min_bits_per_second
+        return self.info.duration_s <= most + _SLACK_S
+
+
 def probe_duration(data: bytes) -> float:
     """Duration in seconds of an encoded audio blob; raises :class:`SourceError` if undecodable."""
     return probe_bytes(data).duration_s
@@ -40,7 +77,7 @@ def probe_bytes(data: bytes, *, name: str = "audio data") -> AudioInfo:
     """Probe an in-memory audio file."""
     if not data:
         raise SourceError(f"cannot decode {name}: it is empty")
-    return _probe(lambda: io.BytesIO(data), name)
+    return _probe(lambda: io.BytesIO(data), name, len(data))
 
 
 def probe_file(path: str | Path) -> AudioInfo:
@@ -54,20 +91,27 @@ def probe_file(path: str | Path) -> AudioInfo:
         raise SourceError(f"cannot decode audio file {p}: it is empty")
     # libsndfile would only reject these (noisily, on stderr): go to FFmpeg directly
     ffmpeg_only = p.suffix.lower() in _FFMPEG_SUFFIXES
-    return _probe(lambda: str(p), f"audio file {p}", try_sndfile=not ffmpeg_only)
+    return _probe(lambda: str(p), f"audio file {p}", size, try_sndfile=not ffmpeg_only)
 
 
-def _probe(open_source: Any, name: str, *, try_sndfile: bool = True) -> AudioInfo:
-    info = _probe_sndfile(open_source()) if try_sndfile else None
-    if info is not None:
-        return info
+def _probe(open_source: Any, name: str, size: int, *, try_sndfile: bool = True) -> AudioInfo:
+    """The header's claims if ``size`` bytes can hold them, else the decoded duration."""
+    header = _probe_sndfile(open_source()) if try_sndfile else None
     try:
-        return _probe_av(open_source())
+        if header is None:
+            header = _probe_av(open_source(), decode=False)
+        if header.believable(size):
+            return header.info
+        # the claim is more audio than the bytes can hold: count the samples instead
+        measured = _probe_av(open_source(), decode=True).info
     except SourceError as exc:
         raise SourceError(f"cannot decode {name}: {exc.message}") from None
+    return AudioInfo(
+        measured.duration_s, header.info.format, measured.sample_rate, measured.channels
+    )
 
 
-def _probe_sndfile(source: str | BinaryIO) -> AudioInfo | None:
+def _probe_sndfile(source: str | BinaryIO) -> _Header | None:
     import soundfile
 
     try:
@@ -77,15 +121,21 @@ def _probe_sndfile(source: str | BinaryIO) -> AudioInfo | None:
     fmt = str(info.format)
     if fmt not in _SNDFILE_FORMATS or info.samplerate <= 0:
         return None
-    return AudioInfo(
+    found = AudioInfo(
         duration_s=float(info.frames) / float(info.samplerate),
         format=fmt.lower(),
         sample_rate=int(info.samplerate),
         channels=int(info.channels),
     )
+    bits = _PCM_BITS.get(str(info.subtype))
+    if bits is None:
+        return _Header(found)
+    return _Header(found, max(1.0, float(bits * info.samplerate * max(1, info.channels))))
 
 
-def _probe_av(source: str | BinaryIO) -> AudioInfo:
+def _probe_av(source: str | BinaryIO, *, decode: bool) -> _Header:
+    """What FFmpeg says; with ``decode`` (or when it states no duration) the duration is
+    the decoded samples' count."""
     import av
 
     try:
@@ -99,15 +149,18 @@ def _probe_av(source: str | BinaryIO) -> AudioInfo:
         ctx = stream.codec_context
         sample_rate = int(ctx.sample_rate or getattr(stream, "rate", 0) or 0)
         channels = int(ctx.layout.nb_channels) if ctx.layout is not None else 0
-        duration = _stated_duration(container, stream)
+        duration = None if decode else _stated_duration(container, stream)
         if duration is None:
             duration = _decoded_duration(container, stream)
         if sample_rate <= 0 or duration is None:
             raise SourceError("no decodable audio found")
         fmt = str(container.format.name).split(",")[0]
-        return AudioInfo(
+        found = AudioInfo(
             duration_s=duration, format=fmt, sample_rate=sample_rate, channels=channels
         )
+        # uncompressed PCM has an exact byte rate; FFmpeg states it as the bit rate
+        exact = str(ctx.name).startswith("pcm_") and (ctx.bit_rate or 0) > 0
+        return _Header(found, float(ctx.bit_rate or 0)) if exact else _Header(found)
     finally:
         container.close()
 

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipelines.core.columns import KEY
@@ -158,15 +159,7 @@ class Source(ABC):
         if key_col is None:
             keys, digests = derived_keys(frame, self.needed)
         else:
-            nulls = frame[key_col].is_null()
-            if nulls.any():
-                row = offset + int(nulls.arg_true()[0]) + 1
-                raise SourceError(
-                    f"{path}: data row {row} has no value in the key column {key_col!r} "
-                    "(source.key); give every row a key, or drop source.key to derive keys "
-                    "from the content"
-                )
-            keys, digests = given_keys(frame[key_col])
+            keys, digests = self._given_keys(path, frame[key_col], offset)
         fresh = self._seen.first_seen(digests)
         frame = frame.with_columns(keys.alias(KEY))
         dropped = len(fresh) - int(fresh.sum())
@@ -175,12 +168,40 @@ class Source(ABC):
             frame = frame.filter(pl.Series(fresh))
         return frame
 
-    def _frames(self, columns: list[str], rows: int) -> Iterator[pl.DataFrame]:
+    def _given_keys(
+        self, path: Path, column: pl.Series, offset: int
+    ) -> tuple[pl.Series, np.ndarray]:
+        """The key column's values as text, or the located row that has no usable key."""
+        name = column.name
+        missing = column.is_null()
+        if column.dtype.is_float():
+            missing = missing | column.is_nan()  # NaN is how pandas writes a missing number
+        if missing.any():
+            row = offset + int(missing.arg_true()[0]) + 1
+            raise SourceError(
+                f"{path}: data row {row} has no value in the key column {name!r} "
+                "(source.key); give every row a key, or drop source.key to derive keys "
+                "from the content"
+            )
+        keys, digests = given_keys(column)
+        undecodable = keys.is_null()
+        if undecodable.any():
+            row = offset + int(undecodable.arg_true()[0]) + 1
+            raise SourceError(
+                f"{path}: data row {row}: the key column {name!r} is not UTF-8 text; a key "
+                "is the value as text: fix that value, or drop source.key to derive keys "
+                "from the content"
+            )
+        return keys, digests
+
+    def _frames(self, read: list[str], wanted: list[str], rows: int) -> Iterator[pl.DataFrame]:
         for path in self.files:
             offset = 0
-            for piece in self._read(path, columns, rows):
+            for piece in self._read(path, read, rows):
                 height = piece.height
-                yield self._keyed(path, self._normalise(piece), offset)
+                # only what was asked for goes on: a column read just for the key (whose
+                # type may differ between files) is never concatenated
+                yield self._keyed(path, self._normalise(piece), offset).select([*wanted, KEY])
                 offset += height
 
     def iter_batches(
@@ -199,5 +220,4 @@ class Source(ABC):
         read = list(dict.fromkeys([*self.needed, *wanted]))
         self._seen = SeenKeys()
         self.duplicate_keys = 0
-        for batch in _rebatch(self._frames(read, batch_rows), batch_rows):
-            yield batch.select([*wanted, KEY])
+        yield from _rebatch(self._frames(read, wanted, batch_rows), batch_rows)

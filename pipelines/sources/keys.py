@@ -5,6 +5,15 @@ the job's needed columns, in that order: each value as ``<utf-8 byte length>:<te
 for null), joined by ``|``. Numbers are encoded exactly (integers as decimal digits, floats
 by their IEEE-754 bits) so no float formatting choice of a library can change a key.
 Polars' own hash is not used: it is not stable across versions.
+
+A given key (``source.key``) is the column's value *as text* (:func:`key_text`): the text a
+person would write for it, the same in every file and run, so that ``4`` read from a CSV, an
+int64 or a string column is one key. Floats are the shortest text that reads back as the
+same number at the column's precision (Python's ``repr``: ``4.0``, ``0.1``, ``1e+20``);
+dates, times and timestamps are ISO 8601 (``2024-01-31``, ``2024-01-31T12:00:00.500``:
+fractions of a second in 3, 6 or 9 digits, as needed; the offset when the column has a
+time zone); decimals keep their scale (``4.50``); booleans are ``true``/``false``; bytes
+must be UTF-8 text. Lists, structs and durations cannot be keys (:func:`key_type_problem`).
 """
 
 from __future__ import annotations
@@ -86,10 +95,83 @@ def derived_keys(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.Series
     return digests_to_hex(digests), digests
 
 
+def key_type_problem(dtype: pa.DataType) -> str | None:
+    """Why a column of this (Arrow) type cannot be a key column, or ``None`` if it can."""
+    types = pa.types
+    if types.is_dictionary(dtype):
+        return key_type_problem(dtype.value_type)
+    scalar = (
+        types.is_integer(dtype)
+        or types.is_floating(dtype)
+        or types.is_boolean(dtype)
+        or types.is_decimal(dtype)
+        or types.is_date(dtype)
+        or types.is_time(dtype)
+        or types.is_timestamp(dtype)
+        or types.is_string(dtype)
+        or types.is_large_string(dtype)
+        or types.is_string_view(dtype)
+        or types.is_binary(dtype)
+        or types.is_large_binary(dtype)
+        or types.is_binary_view(dtype)
+        or types.is_null(dtype)
+    )
+    if scalar and not types.is_float16(dtype):
+        return None
+    return (
+        f"is {dtype}, which has no text form to be a row's key; name a column of text, "
+        "numbers, dates or times in source.key, or drop source.key to derive keys from "
+        "the content"
+    )
+
+
+def _utf8(values: list[Any]) -> list[str | None]:
+    out: list[str | None] = []
+    for value in values:
+        try:
+            out.append(None if value is None else bytes(value).decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)  # the caller reports the row
+    return out
+
+
+def _float_text(series: pl.Series) -> pl.Series:
+    # numpy's str() is the shortest round-trip text at the value's own precision (a
+    # float32 0.1 is "0.1", not 0.10000000149011612), with Python's repr rules
+    values = series.to_numpy()
+    nulls = series.is_null().to_list()
+    texts = [None if null else str(v) for v, null in zip(values, nulls, strict=True)]
+    return pl.Series(series.name, texts, dtype=pl.Utf8)
+
+
+def key_text(series: pl.Series) -> pl.Series:
+    """A key column's values as text (see the module's docstring); nulls stay null, and so
+    do bytes that are not UTF-8. Types :func:`key_type_problem` refuses raise TypeError."""
+    dtype = series.dtype
+    if dtype == pl.Utf8:
+        return series
+    if dtype.is_integer() or dtype in (pl.Boolean, pl.Categorical, pl.Null):
+        return series.cast(pl.Utf8)
+    if isinstance(dtype, pl.Enum | pl.Decimal):
+        return series.cast(pl.Utf8)
+    if dtype.is_float():
+        return _float_text(series)
+    if dtype == pl.Date:
+        return series.dt.to_string("%Y-%m-%d")
+    if dtype == pl.Time:
+        return series.dt.to_string("%H:%M:%S%.f")
+    if isinstance(dtype, pl.Datetime):
+        zone = "%:z" if dtype.time_zone else ""
+        return series.dt.to_string("%Y-%m-%dT%H:%M:%S%.f" + zone)
+    if dtype == pl.Binary:
+        return pl.Series(series.name, _utf8(series.to_list()), dtype=pl.Utf8)
+    raise TypeError(f"a {dtype} column cannot be a key column")
+
+
 def given_keys(key: pl.Series) -> tuple[pl.Series, np.ndarray]:
     """Keys from a key column (no nulls): (the values as text, their digests)."""
-    text = canonical_text(key) if key.dtype.is_float() else key.cast(pl.Utf8)
-    return text.alias("_key"), _digests(text)
+    text = key_text(key)
+    return text.alias("_key"), _digests(text.fill_null(""))
 
 
 class SeenKeys:
