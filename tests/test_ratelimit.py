@@ -76,3 +76,12 @@ def test_a_3021_pauses_everybody_and_lowers_the_rate_then_it_recovers() -> None:
 def test_rejects_a_non_positive_rate() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+def test_a_huge_retry_after_pauses_no_longer_than_the_cap() -> None:
+    from pipelines.run.ratelimit import MAX_PAUSE_S, RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])
+    limiter.penalize(999_999)  # a server asking for 11 days
+    assert limiter._pause_until == pytest.approx(MAX_PAUSE_S)

@@ -209,3 +209,20 @@ def test_a_100_text_request_is_counted_in_one_batch_call() -> None:
         assert len(counts) == 100 and all(c > 0 for c in counts)
         usage = Usage(input_tokens=sum(counts))
         assert neurons(get_model(model_id), usage) > 0
+
+
+@pytest.mark.parametrize("model_id", ["@cf/baai/bge-small-en-v1.5", "@cf/baai/bge-base-en-v1.5"])
+def test_a_huge_text_is_judged_and_cut_on_its_head(model_id: str) -> None:
+    from pipelines.catalog.tokens import HEAD_CHARS_PER_TOKEN, bounded_counts, truncate_to_tokens
+
+    model = get_model(model_id)
+    limit = model.max_input_tokens
+    assert limit is not None
+    huge = "word " * (limit * HEAD_CHARS_PER_TOKEN)  # five times the head
+    short = "a few words"
+    [(n, whole), (m, exact)] = bounded_counts(model, [huge, short])
+    assert not whole and n > limit  # decided without tokenizing it all
+    assert exact and m == model_tokens(model, [short])[0]
+    cut = truncate_to_tokens(model.tokenizer, huge, limit)
+    assert huge.startswith(cut) and 0 < model_tokens(model, [cut])[0] <= limit
+    assert len(cut) > limit  # cut near the limit, not to nothing

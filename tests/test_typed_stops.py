@@ -101,6 +101,8 @@ def test_the_daily_cap_stops_with_day_cap_and_resumes_after_reset(
     assert report.stop_reason is StopReason.DAY_CAP and report.exit_code == 3
     assert report.stop_reason.resumes_after_reset
     assert 0 < report.rows_done < 300 and not today.marked
+    if wording == "as written":  # the note says when it resumes, once (it used to nest)
+        assert report.message.count("00:00 UTC") == 1, report.message
 
 
 def test_max_neurons_stops_with_run_cap_which_no_wait_cures(tmp_path: Path, wording: str) -> None:

@@ -126,8 +126,39 @@ def model_tokens(model: ModelInfo, texts: Sequence[str]) -> list[int]:
     return count_tokens_many(model.tokenizer, texts)
 
 
+# A text this many characters per allowed token longer than a model's limit is judged on its
+# head: tokenizing a 7 MB field whole takes seconds and a gigabyte, and no tokenizer here
+# packs anywhere near 64 characters into one token on text that is not degenerate.
+HEAD_CHARS_PER_TOKEN = 64
+# A token can straddle the cut, so the head must be over the limit by more than this.
+_CUT_SLACK = 8
+
+
+def bounded_counts(model: ModelInfo, texts: Sequence[str]) -> list[tuple[int, bool]]:
+    """``(count, whole)`` per text: the exact count, or for a very long text a count of its
+    head already over the model's limit (``whole`` False), which is all a too-long verdict
+    or a truncation needs."""
+    limit = model.max_input_tokens
+    if limit is None:
+        return [(n, True) for n in model_tokens(model, texts)]
+    size = limit * HEAD_CHARS_PER_TOKEN
+    heads = [t if len(t) <= size else t[:size] for t in texts]
+    out = []
+    for text, head, n in zip(texts, heads, model_tokens(model, heads), strict=True):
+        if head is text:
+            out.append((n, True))
+        elif n > limit + _CUT_SLACK:
+            out.append((n, False))
+        else:  # a head that fits says nothing of the rest: count it all
+            out.append((model_tokens(model, [text])[0], True))
+    return out
+
+
 def truncate_to_tokens(kind: TokenizerKind, text: str, max_tokens: int) -> str:
     """The longest prefix of ``text`` that fits in ``max_tokens`` (special tokens included)."""
+    size = max_tokens * HEAD_CHARS_PER_TOKEN
+    if len(text) > size and count_tokens(kind, text[:size]) > max_tokens + _CUT_SLACK:
+        text = text[:size]  # the answer is a prefix of the head: never tokenize the rest
     if count_tokens(kind, text) <= max_tokens:
         return text
     if kind == "bert-uncased":

@@ -14,7 +14,12 @@ from typing import Any
 import polars as pl
 
 from pipelines.catalog.models import ModelInfo
-from pipelines.catalog.tokens import model_tokens, truncate_to_tokens
+from pipelines.catalog.tokens import (
+    HEAD_CHARS_PER_TOKEN,
+    bounded_counts,
+    model_tokens,
+    truncate_to_tokens,
+)
 from pipelines.core.columns import KEY
 from pipelines.core.errors import JobError
 from pipelines.job.spec import Job
@@ -76,16 +81,18 @@ def text_items(
         return Items(failures=tuple(failures))
     keys: list[Any] = batch.get_column(KEY).to_list()
     idents = list(found)
-    counts = model_tokens(model, [text for text, _ in idents])
+    counts = bounded_counts(model, [text for text, _ in idents])
     limit = model.max_input_tokens
     distinct: list[Item] = []
     rows_of: list[tuple[int, ...]] = []
-    for (text, opts), n in zip(idents, counts, strict=True):
+    for (text, opts), (n, whole) in zip(idents, counts, strict=True):
         rows = found[(text, opts)]
         if limit is not None and n > limit:
             if not truncate:
+                head = f"{limit * HEAD_CHARS_PER_TOKEN:,} characters"
+                size = f"{n} tokens" if whole else f"more than {n} tokens (in its first {head})"
                 message = (
-                    f"{n} tokens is over the model's limit of {limit}; "
+                    f"{size} is over the model's limit of {limit}; "
                     "set task.truncate: true to cut long texts"
                 )
                 failures.extend(RowFailure(keys[i], "InputTooLong", message) for i in rows)
