@@ -262,7 +262,7 @@ def test_duplicate_keys_are_counted_and_recorded_once(tmp_path: Path, emu: Runni
     job = write_job(tmp_path)
     code, out = run(job)
     assert "Traceback" not in out
-    assert "duplicate keys 3" in out, out
+    assert "duplicates 3" in out, out
     frame = output(tmp_path)
     assert sorted(frame[KEY].to_list()) == ["1", "2", "3"]
     assert frame.filter(pl.col(KEY) == "1")["title"].to_list() == ["a"]  # the first row kept
@@ -274,7 +274,7 @@ def test_duplicate_keys_are_counted_and_recorded_once(tmp_path: Path, emu: Runni
     # a re-run still says so, but records nothing new and sends nothing
     sent = items_sent(emu)
     code, out = run(job)
-    assert "duplicate keys 3" in out and "failed 0" in out, out
+    assert "duplicates 3" in out and "failed 0" in out, out
     assert items_sent(emu) == sent
     assert failures(tmp_path).filter(pl.col("error") == "DuplicateKey").height == 2
     # once the input is fixed, the record goes
@@ -311,7 +311,7 @@ def test_identical_rows_without_a_key_are_counted_not_failed(
     job.write_text(yaml.safe_dump(raw))
     code, out = run(job)
     assert code == 0, out  # the same row twice is answered once: nothing is lost
-    assert "duplicate keys 1" in out
+    assert "duplicates 1" in out
     assert output(tmp_path).height == 2
 
 

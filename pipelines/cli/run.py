@@ -25,7 +25,7 @@ def _summary(report: RunReport) -> str:
         + (f" ({report.rows_cached:,} from cache)" if report.rows_cached else ""),
         f"failed {report.rows_failed:,}",
         f"skipped {report.rows_skipped:,}",
-        *([f"duplicate keys {report.rows_duplicate:,}"] if report.rows_duplicate else []),
+        *([f"duplicates {report.rows_duplicate:,}"] if report.rows_duplicate else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -128,12 +128,17 @@ def plan(
         + ")"
     )
     if p.rows_removed:
-        fate = "dropped by the run (output.sync)" if job.output.sync else "kept (output.sync)"
+        fate = (
+            "dropped by the run (output.sync)"
+            if job.output.sync
+            else "kept (output.sync drops them)"
+        )
         click.echo(
             f"           {p.rows_removed:,} removed from the input: their output rows are {fate}"
         )
     if p.rows_duplicate:
-        click.echo(f"           {p.rows_duplicate:,} duplicate keys: those rows are not processed")
+        repeats = f"{p.rows_duplicate:,} duplicates"
+        click.echo(f"           {repeats}: rows whose key came earlier (not processed)")
     click.echo(f"requests   {p.requests:,}")
     if p.rows_cached:
         click.echo(

@@ -103,7 +103,6 @@ class OutputIndex:
                 "journal_mode = OFF",  # rebuilt by every run: nothing to roll back to
                 "synchronous = OFF",
                 f"cache_size = -{CACHE_KIB}",
-                "temp_store = MEMORY",  # only the batch-sized query table
             ):
                 self._conn.execute(f"PRAGMA {pragma}")
             self._conn.executescript(_SCHEMA)

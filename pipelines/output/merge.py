@@ -147,7 +147,8 @@ def write_merged(
     """Write the latest outcome of every key found in ``sources`` (oldest first) to
     ``target`` with ``schema``; the rows written."""
     plain = schema.remove_metadata()
-    with pq.ParquetWriter(target, schema, compression="zstd") as writer:
+    dictionary = [f.name for f in schema if _repeats(f)]
+    with pq.ParquetWriter(target, schema, compression="zstd", use_dictionary=dictionary) as writer:
         groups = _RowGroups(writer)
         for src, path in sources:
             start = 0
@@ -160,6 +161,17 @@ def write_merged(
                     groups.add(_with_hashes(chunk.take(pa.array(kept)), hashes))
         groups.flush()
     return groups.written
+
+
+def _repeats(field: pa.Field) -> bool:
+    """Whether a column's values repeat enough for dictionary encoding. Keys and hashes
+    are unique, and vectors are lists of distinct floats: their dictionaries only cost
+    memory (about 40 MB while a file is written) before the writer gives up on them."""
+    return (
+        field.name not in (KEY, ROW_HASH)
+        and not pa.types.is_list(field.type)
+        and not (pa.types.is_fixed_size_list(field.type) or pa.types.is_large_list(field.type))
+    )
 
 
 def _with_hashes(table: pa.Table, hashes: list[str | None]) -> pa.Table:

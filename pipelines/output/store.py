@@ -204,8 +204,10 @@ class OutputStore:
 
     def _event_files(self) -> list[tuple[Path, bool]]:
         """Every file holding outcomes, oldest first, and whether it holds failures: the
-        failures file (always written after the output), the output, then each run's
-        journals (failures before results: within a run a key has one outcome)."""
+        failures file, the output, then each run's journals (failures before results;
+        within a run a key has one outcome). A merge writes the output first: the two files
+        share no key, except after a crash between the two writes, when the output is the
+        newer one."""
         files = [(p, f) for p, f in ((self.failures_path, True), (self.path, False)) if p.exists()]
         journals = [(p, True) for p in self._journals("failures")]
         journals += [(p, False) for p in self._journals("results")]

@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
 from pipelines.core.errors import PipelinesError
-from pipelines.core.memory import use_lean_arrow_pool
+from pipelines.core.memory import use_lean_allocators
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
@@ -127,7 +127,7 @@ class Runner:
 
     async def run(self) -> RunReport:
         started = time.monotonic()
-        use_lean_arrow_pool()  # memory flat over millions of rows (see core.memory)
+        use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
         self.report.rows_total = source.count()
         self.store.open(fresh=self.settings.fresh)
