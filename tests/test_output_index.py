@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.output.index import OutputIndex, State
-from pipelines.output.merge import ROW_GROUP_BYTES
+from pipelines.output.merge import CHUNK_ROWS, ROW_GROUP_BYTES, WHOLE_ROW_GROUP_BYTES, read_chunks
 from pipelines.output.store import OutputStore
 
 
@@ -84,3 +84,20 @@ def test_the_merge_writes_bounded_row_groups(tmp_path: Path) -> None:
     assert meta.num_row_groups > 1
     for i in range(meta.num_row_groups):
         assert meta.row_group(i).total_byte_size <= 2 * ROW_GROUP_BYTES
+
+
+def test_large_row_groups_of_older_outputs_are_read_in_chunks(tmp_path: Path) -> None:
+    rows, dim = 12_000, 384  # one ~18 MB row group, as older versions wrote (65,536 rows)
+    values = pa.array(np.arange(rows * dim, dtype=np.float32))
+    table = pa.table(
+        {
+            KEY: [str(i) for i in range(rows)],
+            "embedding": pa.FixedSizeListArray.from_arrays(values, dim),
+        }
+    )
+    path = tmp_path / "old.parquet"
+    pq.write_table(table, path, row_group_size=rows)
+    assert pq.ParquetFile(path).metadata.row_group(0).total_byte_size > WHOLE_ROW_GROUP_BYTES
+    chunks = list(read_chunks(path))
+    assert max(c.num_rows for c in chunks) <= 2 * CHUNK_ROWS
+    assert pa.concat_tables(chunks).column(KEY).to_pylist() == [str(i) for i in range(rows)]
