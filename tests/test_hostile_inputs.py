@@ -209,6 +209,13 @@ def _nulls(tmp: Path) -> Path:
     return write_job(tmp)
 
 
+def _nulls_appended(tmp: Path) -> Path:
+    # rows 1-3 as they were (a row whose text changed would be processed again), then a
+    # blank one and a good one
+    write_csv(tmp, [*GOOD_ROWS, (4, "d", "   "), (5, "e", "ok")])
+    return write_job(tmp)
+
+
 def _huge_string(tmp: Path) -> Path:
     big = "word " * 200_000  # 1 MB of text in one field
     write_csv(tmp, [(1, "a", "short text"), (2, "b", big), (3, "c", "another text")])
@@ -594,7 +601,8 @@ CASES = [
     Case("ragged-rows", _ragged, ERROR, "record 3"),
     Case("zero-rows", _zero_rows, OK, validate=0, done=0),
     Case("empty-csv-file", _empty_csv, ERROR, "header"),
-    Case("duplicate-keys", _duplicate_keys, OK, validate=0, done=2),
+    # never silent: the first row of a key is processed, the repeats are recorded
+    Case("duplicate-keys", _duplicate_keys, DEAD, "DuplicateKey", validate=0, failed=2, done=2),
     # validate counts rows but does not read keys: only the run finds the missing one
     Case(
         "null-key",
@@ -645,12 +653,19 @@ CASES = [
     Case("output-folder-read-only", _output_read_only, ERROR, "out", validate=0, existing=True),
     Case("garbage-row-on-existing", _garbage_appended, ERROR, "utf8-lossy", existing=True),
     Case("ragged-row-on-existing", _ragged_appended, ERROR, "record 5", existing=True),
-    # rows 1-3 are done already (keys); of the new ones, 4 is blank and 5 is fine
     Case(
         "null-key-on-existing", _null_key_appended, ERROR, "source.key", validate=0, existing=True
     ),
+    # rows 1-3 are done already; of the new ones, 4 is blank and 5 is fine
     Case(
-        "nulls-on-existing", _nulls, DEAD, "EmptyInput", validate=0, existing=True, failed=1, done=4
+        "nulls-on-existing",
+        _nulls_appended,
+        DEAD,
+        "EmptyInput",
+        validate=0,
+        existing=True,
+        failed=1,
+        done=4,
     ),
 ]
 

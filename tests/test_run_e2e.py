@@ -93,7 +93,7 @@ def test_embed_packs_100_per_request_and_writes_fixed_size_float32(
     assert meta["pipelines.run_ids"].startswith('["')
     frame = pl.from_arrow(table)
     assert sorted(int(d) for d in frame["doc_id"].to_list()) == list(range(250))  # CSV is text
-    assert set(frame.columns) == {"_key", "doc_id", "title", "embedding"}
+    assert set(frame.columns) == {"_key", "_hash", "doc_id", "title", "embedding"}
 
 
 def test_rerun_sends_nothing_and_appended_rows_only_are_sent(

@@ -101,7 +101,7 @@ def test_each_model_transcribes_a_folder_and_broken_files_fail(
     names = table.schema.names
     assert len(names) == len(set(names))  # kept path/duration_s are not added twice
     columns = ["path", "duration_s", "format", "text", "word_count", "language", "vtt", "words"]
-    assert names == ["_key", *columns]
+    assert names == ["_key", "_hash", *columns]
     frame = pl.from_arrow(table).sort("path")
     assert isinstance(frame, pl.DataFrame)
     assert frame["path"].to_list() == sorted(CLIPS)

@@ -25,6 +25,7 @@ def _summary(report: RunReport) -> str:
         + (f" ({report.rows_cached:,} from cache)" if report.rows_cached else ""),
         f"failed {report.rows_failed:,}",
         f"skipped {report.rows_skipped:,}",
+        *([f"duplicates {report.rows_duplicate:,}"] if report.rows_duplicate else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -128,12 +129,22 @@ def plan(
     click.echo(f"job        {p.job} ({p.model})")
     click.echo(
         f"rows       {p.rows_total:,} total, {p.rows_done:,} done, {p.rows_pending:,} pending"
-        + (
-            f" ({p.rows_unsendable:,} will fail: empty, unreadable or too long)"
-            if p.rows_unsendable
-            else ""
-        )
+        f" ({p.rows_new:,} new, {p.rows_changed:,} changed"
+        + (f"; {p.rows_unsendable:,} will fail before sending" if p.rows_unsendable else "")
+        + ")"
     )
+    if p.rows_removed:
+        fate = (
+            "dropped by the run (output.sync)"
+            if job.output.sync
+            else "kept (output.sync drops them)"
+        )
+        click.echo(
+            f"           {p.rows_removed:,} removed from the input: their output rows are {fate}"
+        )
+    if p.rows_duplicate:
+        repeats = f"{p.rows_duplicate:,} duplicates"
+        click.echo(f"           {repeats}: rows whose key came earlier (not processed)")
     click.echo(f"requests   {p.requests:,}")
     if p.rows_cached:
         click.echo(

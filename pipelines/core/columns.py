@@ -2,3 +2,7 @@
 
 # Every row's identity: the source key's value as text (or the file path for audio).
 KEY = "_key"
+
+# The content hash of what decides a row's result (its text, per-row options and kept
+# columns) when it was processed: a row whose hash changed is processed again.
+ROW_HASH = "_hash"

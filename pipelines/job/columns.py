@@ -1,6 +1,6 @@
 """Columns a job may not read or keep: the ones pipelines writes into every output row.
 
-Each output row holds the row key (``_key``) and the result columns of the job's task kind.
+Each output row holds the row key (``_key``), the hash of its input (``_hash``) and the result columns of the job's task kind.
 An input column of one of those names would be silently replaced: read as ``task.input``,
 the model would get the row ids; kept, the output would hold two columns of one name (the
 run used to crash, or hang). Such a job is refused when it is loaded, at the field that names
@@ -9,7 +9,7 @@ the column. ``source.key`` may be ``_key`` (a previous output's key): it only ke
 
 from __future__ import annotations
 
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
 
@@ -30,7 +30,7 @@ FROM_INPUT: dict[str, tuple[str, ...]] = {"transcribe": ("path", "duration_s")}
 def added_columns(kind: str) -> dict[str, str]:
     """The columns pipelines writes into a ``kind`` job's rows whatever the input holds
     (no input column may have their names), and what each holds."""
-    added = {KEY: "each row's key"}
+    added = {KEY: "each row's key", ROW_HASH: "a hash of what each row's result was made from"}
     own = (n for n in RESULT_COLUMNS.get(kind, ()) if n not in FROM_INPUT.get(kind, ()))
     added.update((name, f"a {kind} result") for name in own)
     return added

@@ -70,6 +70,11 @@ class OutputSpec(_Strict):
     keep: list[str] = Field(default_factory=list, description="Input columns copied over.")
     vtt: bool = Field(default=False, description="transcribe: write .vtt files next to it.")
     srt: bool = Field(default=False, description="transcribe: write .srt files next to it.")
+    sync: bool = Field(
+        default=False,
+        description="Drop output rows whose key is no longer in the input (at the end of a "
+        "run that read the whole input).",
+    )
 
 
 class LimitsSpec(_Strict):

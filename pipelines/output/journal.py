@@ -18,7 +18,9 @@ import pyarrow as pa
 def read_journal(path: Path) -> Iterator[pa.RecordBatch]:
     """Complete record batches of a journal; a torn tail (crash mid-write) ends the read."""
     try:
-        source = pa.memory_map(str(path))
+        # read, not memory-mapped: the pages of a mapped journal (gigabytes at the end of
+        # a large run) would stay resident and count against the process
+        source = pa.OSFile(str(path))
     except (OSError, pa.ArrowInvalid):
         return
     with source:

@@ -6,11 +6,16 @@ loses at most the requests in flight. A torn last record is detected and ignored
 recovery. At the end of a run (finished, stopped by the budget or interrupted) the previous
 output and the journals are merged into a temporary file that atomically replaces the
 output; the journals it consumed are named in its metadata, so a crash between the rename
-and their deletion never counts a row twice. Rows are identified by the ``_key`` column.
+and their deletion never counts a row twice. Rows are identified by the ``_key`` column,
+and carry the ``_hash`` of the input they answer: the latest outcome of a key (a result, or
+a failure) replaces every earlier one, so the output holds one row per key.
 
 Every path comes from :func:`pipelines.job.paths.job_paths`. Opening first checks, without
 writing, that the files already there are this job's (:mod:`pipelines.output.ownership`);
-only then does ``--fresh`` remove what pipelines made (:mod:`pipelines.output.fresh`).
+only then does ``--fresh`` remove what pipelines made (:mod:`pipelines.output.fresh`). What
+is done, and the merge, go through an on-disk index of the keys (:mod:`pipelines.output.index`)
+and stream the files (:mod:`pipelines.output.merge`), so memory stays flat however large the
+output grows.
 """
 
 from __future__ import annotations
@@ -18,14 +23,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.core.errors import OutputError
 from pipelines.core.files import atomic_path, atomic_write, tmp_pattern
 from pipelines.core.secrets import mask, secret_values
@@ -33,16 +36,18 @@ from pipelines.job.paths import job_paths
 from pipelines.output.fresh import remove_made_files
 from pipelines.output.identity import Fingerprint
 from pipelines.output.identity import fingerprint as fingerprint
-from pipelines.output.journal import Journal, read_journal
+from pipelines.output.index import OutputIndex
+from pipelines.output.journal import Journal
+from pipelines.output.merge import add_events, conform, write_merged
 from pipelines.output.ownership import META_PREFIX, check_ownership, file_metadata
 from pipelines.tasks.base import RowFailure
 
-SCHEMA_VERSION = "1"
-ROW_GROUP_ROWS = 65_536
+SCHEMA_VERSION = "2"  # 2: rows carry the ``_hash`` of their input
 
 FAILURE_SCHEMA = pa.schema(
     [
         pa.field(KEY, pa.string()),
+        pa.field(ROW_HASH, pa.string()),
         pa.field("error", pa.string()),
         pa.field("code", pa.int32()),
         pa.field("status", pa.int32()),
@@ -72,8 +77,11 @@ def _is_journal_name(name: object) -> bool:
 class OutputStore:
     """The output of one job: final Parquet file, failures file and the work folder."""
 
-    def __init__(self, path: Path, *, fingerprint: Fingerprint, meta: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, *, fingerprint: Fingerprint, meta: dict[str, str], sync: bool = False
+    ) -> None:
         self.path = path
+        self.sync = sync  # output.sync: drop rows whose key left the input
         self.paths = job_paths(path)
         self.failures_path = self.paths.failures
         self.work = self.paths.work
@@ -82,6 +90,8 @@ class OutputStore:
         self._results: Journal | None = None
         self._failures: Journal | None = None
         self.run_id = ""
+        self._index: OutputIndex | None = None
+        self._sources: dict[Path, tuple[int, bool]] = {}  # file -> (event source, failures)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -149,40 +159,44 @@ class OutputStore:
 
     # -- what is done --------------------------------------------------------------------
 
-    def done_keys(self, *, retry_failed: bool) -> pl.DataFrame:
-        """Keys that must not be sent again: results, and permanent failures."""
-        parts: list[pa.Array] = []
-        if self.path.exists():
-            parts.extend(pq.read_table(self.path, columns=[KEY]).column(KEY).chunks)
-        for journal in self._journals("results"):
-            parts.extend(b.column(KEY) for b in read_journal(journal))
-        failures = self.failures()
-        if failures.height and not retry_failed:
-            # transient failures (retries ran out) are tried again on every run
-            permanent = failures.filter(~pl.col("retryable"))
-            parts.append(permanent.get_column(KEY).to_arrow())
-        if not parts:
-            return pl.DataFrame({KEY: []}, schema={KEY: pl.Utf8})
-        keys = pa.chunked_array([p.cast(pa.string()) for p in parts], type=pa.string())
-        frame = pl.from_arrow(pa.table({KEY: keys}))
-        assert isinstance(frame, pl.DataFrame)
-        return frame.unique(KEY)
+    def done_keys(self, *, retry_failed: bool) -> OutputIndex:
+        """The index of this output's keys and their latest outcomes (results, failures,
+        unmerged journals), on disk beyond a bounded cache. The pending rows are looked up
+        in it, and :meth:`finalize` merges with it."""
+        self._close_index()
+        self._index = OutputIndex(retry_failed=retry_failed)
+        self._sources = {}
+        self._add_new_events(self._index)
+        return self._index
 
-    def failures(self) -> pl.DataFrame:
-        """Every recorded failure, latest per key."""
-        tables: list[pa.Table] = []
-        if self.failures_path.exists():
-            tables.append(pq.read_table(self.failures_path).cast(FAILURE_SCHEMA))
-        for journal in self._journals("failures"):
-            batches = list(read_journal(journal))
-            if batches:
-                tables.append(pa.Table.from_batches(batches).cast(FAILURE_SCHEMA))
-        if not tables:
-            frame = pl.from_arrow(FAILURE_SCHEMA.empty_table())
-        else:
-            frame = pl.from_arrow(pa.concat_tables(tables))
-        assert isinstance(frame, pl.DataFrame)
-        return frame.unique(KEY, keep="last", maintain_order=True)
+    def _event_files(self) -> list[tuple[Path, bool]]:
+        """Every file holding outcomes, oldest first, and whether it holds failures: the
+        failures file, the output, then each run's journals (failures before results;
+        within a run a key has one outcome). A merge writes the output first: the two files
+        share no key, except after a crash between the two writes, when the output is the
+        newer one."""
+        files = [(p, f) for p, f in ((self.failures_path, True), (self.path, False)) if p.exists()]
+        journals = [(p, True) for p in self._journals("failures")]
+        journals += [(p, False) for p in self._journals("results")]
+        journals.sort(key=lambda item: (item[0].name.split("-", 1)[1], not item[1]))
+        return files + journals
+
+    def _add_new_events(self, index: OutputIndex) -> None:
+        for path, failures in self._event_files():
+            if path in self._sources:
+                continue
+            self._sources[path] = (len(self._sources), failures)
+            try:
+                add_events(index, self._sources[path][0], path, failures=failures)
+            except (OSError, pa.ArrowException) as exc:
+                raise OutputError(
+                    f"{path} exists but cannot be read ({exc}); move it away or re-run with --fresh"
+                ) from exc
+
+    def _close_index(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        self._index, self._sources = None, {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -202,6 +216,8 @@ class OutputStore:
 
     def write_results(self, table: pa.Table) -> None:
         """Append results durably."""
+        if ROW_HASH in self.schema.names and ROW_HASH not in table.column_names:
+            table = conform(table, self.schema)  # a caller that knows no hashes
         try:
             if self._results is None:
                 path = self.work / f"results-{self.run_id}.arrow"
@@ -227,6 +243,7 @@ class OutputStore:
         table = pa.table(
             {
                 KEY: [f.key for f in failures],
+                ROW_HASH: pa.array([f.row_hash for f in failures], pa.string()),
                 "error": [f.error for f in failures],
                 "code": pa.array([f.code for f in failures], pa.int32()),
                 "status": pa.array([f.status for f in failures], pa.int32()),
@@ -265,78 +282,67 @@ class OutputStore:
     def finalize(self) -> tuple[int, int]:
         """Merge previous output and journals into the final files; returns (rows, failures)."""
         self.close_journals()
+        if self._index is None:  # nothing was looked up (a library caller): index now
+            self.done_keys(retry_failed=False)
+        assert self._index is not None
+        try:
+            return self._merge(self._index)
+        finally:
+            self._close_index()
+
+    def _merge(self, index: OutputIndex) -> tuple[int, int]:
+        self._add_new_events(index)  # this run's journals: the newest events
         result_journals = self._journals("results")
         failure_journals = self._journals("failures")
-        if not result_journals and not failure_journals and self.path.exists():
+        journals = result_journals + failure_journals
+        if not journals and self.path.exists() and not index.drops_anything(sync=self.sync):
             # Nothing new (a run with nothing to do, or one stopped by an error before its
             # first result): the files stay as they are, byte for byte, however large.
-            return pq.ParquetFile(self.path).metadata.num_rows, self.failures().height
-        previous = file_metadata(self.path) if self.path.exists() else {}
-        failures = self.failures()
-        failed_keys = set(failures.get_column(KEY).to_list()) if failures.height else set()
-        succeeded: set[str] = set()
-        schema = self.schema.with_metadata(
-            self._metadata([p.name for p in result_journals], previous)
-        )
-        rows = 0
+            return pq.ParquetFile(self.path).metadata.num_rows, index.failure_count()
+        outputs = [(src, p) for p, (src, failed) in self._sources.items() if not failed]
+        failures = [(src, p) for p, (src, failed) in self._sources.items() if failed]
+        rows = self._write_file(index, self.path, self.schema, outputs, result_journals)
+        for journal in result_journals:
+            journal.unlink(missing_ok=True)
+        failed = 0
+        if failures or self.failures_path.exists():
+            failed = self._write_file(
+                index, self.failures_path, FAILURE_SCHEMA, failures, failure_journals
+            )
+        for journal in failure_journals:
+            journal.unlink(missing_ok=True)
+        return rows, failed
+
+    def _write_file(
+        self,
+        index: OutputIndex,
+        path: Path,
+        schema: pa.Schema,
+        sources: list[tuple[int, Path]],
+        consumed: list[Path],
+    ) -> int:
+        """Write ``path`` anew from ``sources``, naming the journals it ``consumed``."""
+        previous = file_metadata(path) if path.exists() else {}
+        meta = self._metadata([p.name for p in consumed], previous)
+        failures = path == self.failures_path
         try:
-            with (
-                atomic_path(self.path) as tmp,
-                pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
-            ):
-                buffer: list[pa.RecordBatch] = []
-                buffered = 0
-                for batch in self._all_result_batches(result_journals):
-                    batch = pa.Table.from_batches([batch]).cast(self.schema).to_batches()
-                    for b in batch:
-                        if failed_keys:
-                            succeeded.update(
-                                k for k in b.column(KEY).to_pylist() if k in failed_keys
-                            )
-                        buffer.append(b)
-                        buffered += b.num_rows
-                    if buffered >= ROW_GROUP_ROWS:
-                        writer.write_table(pa.Table.from_batches(buffer, schema=self.schema))
-                        rows += buffered
-                        buffer, buffered = [], 0
-                if buffer:
-                    writer.write_table(pa.Table.from_batches(buffer, schema=self.schema))
-                    rows += buffered
+            with atomic_path(path) as tmp:
+                return write_merged(
+                    index,
+                    sources,
+                    schema.with_metadata(meta),
+                    tmp,
+                    failures=failures,
+                    sync=self.sync,
+                )
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise OutputError(
-                f"existing output {self.path} does not match this job's columns ({exc}); "
+                f"existing output {path} does not match this job's columns ({exc}); "
                 "re-run with --fresh"
             ) from exc
         except OSError as exc:
+            kept = "the output is written, and the failures" if failures else "the results"
             raise OutputError(
-                f"could not write {self.path} ({exc.strerror or exc}); the previous output "
-                "is intact and the results are kept for the next run"
+                f"could not write {path} ({exc.strerror or exc}); the previous file "
+                f"is intact and {kept} are kept for the next run"
             ) from exc
-        for journal in result_journals:
-            journal.unlink(missing_ok=True)
-        remaining = failures.filter(~pl.col(KEY).is_in(list(succeeded))) if succeeded else failures
-        self._write_failures_file(remaining, failure_journals)
-        return rows, remaining.height
-
-    def _all_result_batches(self, journals: list[Path]) -> Iterator[pa.RecordBatch]:
-        if self.path.exists():
-            yield from pq.ParquetFile(self.path).iter_batches(batch_size=ROW_GROUP_ROWS)
-        for journal in journals:
-            yield from read_journal(journal)
-
-    def _write_failures_file(self, failures: pl.DataFrame, journals: list[Path]) -> None:
-        if failures.height == 0 and not self.failures_path.exists() and not journals:
-            return
-        previous = file_metadata(self.failures_path) if self.failures_path.exists() else {}
-        table = failures.to_arrow().cast(FAILURE_SCHEMA)
-        table = table.replace_schema_metadata(self._metadata([p.name for p in journals], previous))
-        try:
-            with atomic_path(self.failures_path) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
-        except OSError as exc:
-            raise OutputError(
-                f"could not write {self.failures_path} ({exc.strerror or exc}); the output "
-                "is written, and the failures are kept for the next run"
-            ) from exc
-        for journal in journals:
-            journal.unlink(missing_ok=True)

@@ -1,13 +1,17 @@
 """The pending work of a job, batch by batch: one generator that ``run`` sends and ``plan``
 counts, so the plan's requests and neurons are exactly what the run will ask for.
 
-Each source batch loses the rows already done, becomes calls (packed by the task) and
-up-front failures (empty, too long, bad options), and, with the result cache, loses the
-items it already has an answer for.
+Each source batch is hashed (what decides each row's result: the columns the task reads),
+looked up in the output's index of keys (:class:`~pipelines.output.index.OutputIndex`, on
+disk) and loses the rows already done with the same content and the rows whose key came
+earlier in the input. What is left becomes calls (packed by the task) and up-front failures
+(empty, too long, bad options, a repeated key), and, with the result cache, loses the items
+it already has an answer for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -15,9 +19,12 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.catalog.metering import Usage
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
+from pipelines.output.index import OutputIndex, State
+from pipelines.output.merge import DUPLICATE_KEY
 from pipelines.run.cache import TaskCache
 from pipelines.sources.base import Source
+from pipelines.sources.keys import derived_keys
 from pipelines.tasks.base import Call, RowFailure
 from pipelines.tasks.task import Task
 
@@ -27,12 +34,20 @@ class PendingBatch:
     """What one source batch asks for."""
 
     rows_read: int = 0
-    rows_skipped: int = 0  # already done (in the output, or failed for good)
+    rows_skipped: int = 0  # already done (in the output, or failed for good), unchanged
+    rows_new: int = 0  # keys with no outcome yet
+    rows_changed: int = 0  # keys done before, with other content now
+    rows_duplicate: int = 0  # rows whose key came earlier in the input (not processed)
     calls: list[Call] = field(default_factory=list)
     failures: list[RowFailure] = field(default_factory=list)
     cached: list[pa.Table] = field(default_factory=list)  # rows answered by the cache
     rows_cached: int = 0
     saved: Usage = field(default_factory=Usage)  # what the cache hits would have consumed
+
+    @property
+    def rows_pending(self) -> int:
+        """Rows the run answers or fails: sent, answered by the cache, or refused."""
+        return sum(c.rows.height for c in self.calls) + self.rows_cached + len(self.failures)
 
 
 def read_batch_rows(task: Task, concurrency: int, most: int) -> int:
@@ -45,7 +60,7 @@ def read_batch_rows(task: Task, concurrency: int, most: int) -> int:
 def pending_calls(
     source: Source,
     task: Task,
-    done: pl.DataFrame,
+    done: OutputIndex,
     *,
     batch_rows: int,
     reuse: TaskCache | None = None,
@@ -53,19 +68,82 @@ def pending_calls(
 ) -> Iterator[PendingBatch]:
     """Pending calls batch by batch. With ``serve_cached`` the cache's answers come back as
     output rows (``run``); without, hits are only counted and the cache is not touched
-    (``plan``)."""
+    (``plan``). Once the source is read to its end, ``done`` knows every key of the input
+    (``output.sync`` and ``plan``'s removed rows need that)."""
     columns = task.read_columns()
-    for batch in source.iter_batches(columns, batch_rows=batch_rows):
+    for batch in source.iter_batches(columns, batch_rows=batch_rows, unique=False):
         pending = PendingBatch(rows_read=batch.height)
-        if done.height:
-            before = batch.height
-            batch = batch.join(done, on=KEY, how="anti")
-            pending.rows_skipped = before - batch.height
+        batch, duplicates = _select(batch, columns, task, done, pending)
+        pending.failures = _duplicate_failures(source, duplicates)
         if batch.height:
-            pending.calls, pending.failures = task.prepare(batch)
+            calls, failures = task.prepare(batch)
+            pending.calls = calls
+            pending.failures += _with_hashes(failures, batch)
         if reuse is not None and pending.calls:
             _use_cache(pending, reuse, serve_cached)
         yield pending
+    done.input_read()
+
+
+def _select(
+    batch: pl.DataFrame, columns: list[str], task: Task, done: OutputIndex, pending: PendingBatch
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows of ``batch`` to process (with their hash), and the repeated keys."""
+    hashes, _ = derived_keys(batch, columns)
+    batch = batch.with_columns(hashes.alias(ROW_HASH))
+    seen = done.observe(batch.get_column(KEY), batch.get_column(ROW_HASH))
+    state, same = pl.col("state"), pl.col("same")
+    keep_failed = ~pl.lit(done.retry_failed)
+    truncate_off = ~pl.lit(bool(task.job.task.truncate))
+    unchanged = (
+        ((state == int(State.RESULT)) & same)
+        | ((state == int(State.FAILED)) & same & keep_failed)
+        | ((state == int(State.TOO_LONG)) & same & keep_failed & truncate_off)
+    ).fill_null(False)
+    flags = seen.select(
+        pl.col("first"),
+        (pl.col("first") & unchanged).alias("skip"),
+        (pl.col("first") & state.is_null()).alias("new"),
+        (pl.col("first") & state.is_not_null() & ~same).alias("changed"),
+        (~pl.col("first") & ~pl.col("recorded")).alias("record"),
+    )
+    counts = flags.select(pl.all().sum()).row(0, named=True)
+    pending.rows_skipped, pending.rows_new = counts["skip"], counts["new"]
+    pending.rows_changed = counts["changed"]
+    pending.rows_duplicate = batch.height - counts["first"]
+    repeated = batch.filter(~flags.get_column("first"))
+    if repeated.height:
+        done.mark_repeated(repeated.get_column(KEY).unique().to_list())
+    duplicates = batch.filter(flags.get_column("record")).unique(KEY, keep="first")
+    todo = batch.filter(flags.get_column("first") & ~flags.get_column("skip"))
+    return todo, duplicates
+
+
+def _duplicate_failures(source: Source, duplicates: pl.DataFrame) -> list[RowFailure]:
+    """One DuplicateKey record per repeated key (not yet recorded). Only a key column can
+    repeat with other content: a derived key repeats for identical rows, whose answer is
+    the first one's, so nothing is lost and nothing is recorded."""
+    column = source.job.source.key
+    if column is None or not duplicates.height:
+        return []
+    return [
+        RowFailure(
+            key,
+            DUPLICATE_KEY,
+            f"the key {key!r} (source.key {column!r}) is in the input more than once; its "
+            "first row is processed and the others are not: make the keys unique",
+            row_hash=row_hash,
+        )
+        for key, row_hash in duplicates.select(KEY, ROW_HASH).iter_rows()
+    ]
+
+
+def _with_hashes(failures: list[RowFailure], batch: pl.DataFrame) -> list[RowFailure]:
+    """Up-front failures with the content they are about (a fixed row is tried again)."""
+    if not failures:
+        return failures
+    hash_of = dict(batch.select(KEY, ROW_HASH).iter_rows())
+    return [dataclasses.replace(f, row_hash=hash_of.get(f.key)) for f in failures]
 
 
 def _use_cache(pending: PendingBatch, reuse: TaskCache, serve: bool) -> None:

@@ -34,6 +34,10 @@ class Plan:
     rows_done: int
     rows_failed: int
     rows_pending: int
+    rows_new: int  # keys with no outcome yet
+    rows_changed: int  # keys done before whose content changed: processed again
+    rows_removed: int  # output rows whose key is no longer in the input
+    rows_duplicate: int  # rows whose key came earlier in the input: not processed
     rows_unsendable: int
     rows_cached: int
     neurons_saved_by_cache: float
@@ -66,16 +70,18 @@ def plan_job(
     source = open_source(job)
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
     done = store.done_keys(retry_failed=settings.retry_failed)
-    tally = _Tally(rows_failed=store.failures().height)
     cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
+        tally = _Tally(rows_failed=done.failure_count())
         rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)
         for pending in pending_calls(
             source, task, done, batch_rows=rows, reuse=reuse, serve_cached=False
         ):
             tally.add(pending, task)
+        tally.removed = done.removed_count()
     finally:
+        done.close()
         if cache is not None:
             cache.close()
     return _plan(job, task, tally, settings)
@@ -86,6 +92,11 @@ class _Tally:
     rows_failed: int
     total: int = 0
     skipped: int = 0
+    pending: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    duplicate: int = 0
     unsendable: int = 0
     requests: int = 0
     cached: int = 0
@@ -95,6 +106,10 @@ class _Tally:
     def add(self, pending: PendingBatch, task: Task) -> None:
         self.total += pending.rows_read
         self.skipped += pending.rows_skipped
+        self.pending += pending.rows_pending
+        self.new += pending.rows_new
+        self.changed += pending.rows_changed
+        self.duplicate += pending.rows_duplicate
         self.unsendable += len(pending.failures)
         self.cached += pending.rows_cached
         self.saved = self.saved + pending.saved
@@ -116,7 +131,11 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
         rows_total=tally.total,
         rows_done=tally.skipped,
         rows_failed=tally.rows_failed,
-        rows_pending=tally.total - tally.skipped,
+        rows_pending=tally.pending,
+        rows_new=tally.new,
+        rows_changed=tally.changed,
+        rows_removed=tally.removed,
+        rows_duplicate=tally.duplicate,
         rows_unsendable=tally.unsendable,
         rows_cached=tally.cached,
         neurons_saved_by_cache=task.neurons(tally.saved),

@@ -93,6 +93,7 @@ class RunReport:
     rows_done: int = 0
     rows_failed: int = 0
     rows_cached: int = 0  # answered from the result cache: no request, no neurons
+    rows_duplicate: int = 0  # rows whose key came earlier in the input: not processed
     requests: int = 0
     neurons: float = 0.0
     wall_s: float = 0.0

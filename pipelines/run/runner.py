@@ -25,6 +25,7 @@ import pyarrow as pa
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
 from pipelines.core.errors import OutputError, PipelinesError
+from pipelines.core.memory import use_lean_allocators
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
@@ -110,6 +111,7 @@ class Runner:
                 "produced_by": context.produced_by,
                 "task": job.task.kind,
             },
+            sync=job.output.sync,
         )
         self.reuse = (
             TaskCache(context.cache, self.task, context.produced_by)
@@ -129,6 +131,7 @@ class Runner:
 
     async def run(self) -> RunReport:
         started = time.monotonic()
+        use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
         self.report.rows_total = source.count()
         self.store.open(fresh=self.settings.fresh)
@@ -220,6 +223,7 @@ class Runner:
         batches = pending_calls(source, self.task, done, batch_rows=rows, reuse=self.reuse)
         async for pending in _threaded(batches):
             self.report.rows_skipped += pending.rows_skipped
+            self.report.rows_duplicate += pending.rows_duplicate
             self.report.rows_cached += pending.rows_cached
             if pending.failures:
                 await self._out.put(pending.failures)

@@ -277,7 +277,9 @@ def failures_of(call: Call, exc: PipelinesError, *, retryable: bool) -> list[Row
     code = getattr(exc, "code", None)
     attempts = getattr(exc, "attempts", 0)
     name = "CannotFit" if isinstance(exc, BudgetExhausted) else type(exc).__name__
+    keys = call.rows.get_column(KEY).to_list()
+    hashes = call.row_hashes()
     return [
-        RowFailure(k, name, exc.message, code, status, attempts, retryable)
-        for k in call.rows.get_column(KEY).to_list()
+        RowFailure(k, name, exc.message, code, status, attempts, retryable, h)
+        for k, h in zip(keys, hashes, strict=True)
     ]

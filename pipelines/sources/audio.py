@@ -144,9 +144,10 @@ class AudioSource(Source):
         yield pl.DataFrame([probe_row(self.root, rel)], schema=SCHEMA).select(columns)
 
     def iter_batches(
-        self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS
+        self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS, *, unique: bool = True
     ) -> Iterator[pl.DataFrame]:
-        """Batches of at most ``min(batch_rows, PROBE_BATCH)`` files, probed as they are read."""
+        """Batches of at most ``min(batch_rows, PROBE_BATCH)`` files, probed as they are read
+        (relative paths are unique whatever ``unique`` says)."""
         if batch_rows <= 0:
             raise ValueError("batch_rows must be positive")
         wanted = [c for c in dict.fromkeys(columns) if c != KEY]

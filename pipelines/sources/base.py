@@ -160,8 +160,10 @@ class Source(ABC):
             keys, digests = derived_keys(frame, self.needed)
         else:
             keys, digests = self._given_keys(path, frame[key_col], offset)
-        fresh = self._seen.first_seen(digests)
         frame = frame.with_columns(keys.alias(KEY))
+        if self._seen is None:  # the caller finds repeated keys itself
+            return frame
+        fresh = self._seen.first_seen(digests)
         dropped = len(fresh) - int(fresh.sum())
         if dropped:
             self.duplicate_keys += dropped
@@ -205,11 +207,13 @@ class Source(ABC):
                 offset += height
 
     def iter_batches(
-        self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS
+        self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS, *, unique: bool = True
     ) -> Iterator[pl.DataFrame]:
         """Batches of at most ``batch_rows`` rows: ``columns`` plus ``_key`` (``pl.Utf8``).
 
-        Rows whose key already appeared are dropped (counted in :attr:`duplicate_keys`).
+        With ``unique``, rows whose key already appeared are dropped (counted in
+        :attr:`duplicate_keys`; the keys seen take 16 bytes each in memory). Without, every
+        row comes, and the caller finds the repeats (the runner does, on disk).
         """
         if batch_rows <= 0:
             raise ValueError("batch_rows must be positive")
@@ -218,6 +222,6 @@ class Source(ABC):
         if missing:
             raise SourceError(f"{self.files[0]}: no column {missing[0]!r} in the input")
         read = list(dict.fromkeys([*self.needed, *wanted]))
-        self._seen = SeenKeys()
+        self._seen: SeenKeys | None = SeenKeys() if unique else None
         self.duplicate_keys = 0
         yield from _rebatch(self._frames(read, wanted, batch_rows), batch_rows)

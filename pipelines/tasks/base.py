@@ -46,7 +46,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.catalog.metering import Usage
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.sources.audio import Media, MediaRef
 
 
@@ -99,6 +99,12 @@ class Call:
         """The row keys this call answers."""
         return [str(k) for k in self.rows.get_column(KEY).to_list()]
 
+    def row_hashes(self) -> list[str | None]:
+        """The content hash of each row (None where the rows carry none)."""
+        if ROW_HASH not in self.rows.columns:
+            return [None] * self.rows.height
+        return list(self.rows.get_column(ROW_HASH).to_list())
+
     def texts(self) -> list[TextItem]:
         """The items as texts (a text family's calls carry nothing else)."""
         out = [i for i in self.items if isinstance(i, TextItem)]
@@ -131,6 +137,7 @@ class RowFailure:
     status: int | None = None
     attempts: int = 0
     retryable: bool = False
+    row_hash: str | None = None  # the content the failure is about (see core.columns)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from pipelines.catalog.metering import Usage, neurons
 from pipelines.catalog.models import ModelInfo
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.job.spec import Job
 from pipelines.sources.audio import Media, MediaRef
 from pipelines.tasks.base import Call, Estimate, Family, Item, Requests, RowFailure
@@ -43,8 +43,9 @@ class Task:
         return list(dict.fromkeys([*self.family.columns, *self.keep]))
 
     def output_schema(self, sample: pl.DataFrame | None) -> pa.Schema:
-        """Key, kept columns (typed as in ``sample``, the source's first row) and results."""
-        fields = [pa.field(KEY, pa.string())]
+        """Key, content hash, kept columns (typed as in ``sample``, the source's first row)
+        and results."""
+        fields = [pa.field(KEY, pa.string()), pa.field(ROW_HASH, pa.string())]
         for name in self.keep:
             dtype: pa.DataType = pa.string()
             if sample is not None:
@@ -59,7 +60,8 @@ class Task:
     def prepare(self, batch: pl.DataFrame) -> tuple[list[Call], list[RowFailure]]:
         """A batch of pending rows as calls of at most ``batch_size`` items, and failures."""
         found = self.family.items(batch)
-        rows = batch.select([KEY, *self.keep])
+        hashed = [ROW_HASH] if ROW_HASH in batch.columns else []  # see core.columns
+        rows = batch.select([KEY, *hashed, *self.keep])
         calls: list[Call] = []
         for start in range(0, len(found.distinct), self.batch_size):
             stop = min(start + self.batch_size, len(found.distinct))
