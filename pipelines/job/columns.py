@@ -1,6 +1,7 @@
 """Columns a job may not read or keep: the ones pipelines writes into every output row.
 
-Each output row holds the row key (``_key``), the hash of its input (``_hash``) and the result columns of the job's task kind.
+Each output row holds the row key (``_key``), the hash of its input (``_hash``) and the
+result columns of the job's task kind.
 An input column of one of those names would be silently replaced: read as ``task.input``,
 the model would get the row ids; kept, the output would hold two columns of one name (the
 run used to crash, or hang). Such a job is refused when it is loaded, at the field that names
