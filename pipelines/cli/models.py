@@ -21,12 +21,27 @@ def _price(m: ModelInfo) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--schemas", is_flag=True, help="With --json: include the input/output schemas.")
 def models(as_json: bool, schemas: bool) -> None:
-    """List the supported Workers AI models, their limits and prices in neurons."""
+    """List the supported Workers AI models, their limits and prices in neurons.
+
+    MAX OUT is a text-generation model's default max_tokens; JSON MODE how it takes an
+    output_schema (none: it cannot); PLAN whether Workers Free may use it."""
     catalog = list_models()
     if as_json:
         click.echo(json.dumps([m.as_dict(schemas=schemas) for m in catalog], indent=2))
         return
-    header = ("MODEL", "TASK", "BATCH", "MAX TOKENS", "DIMS", "NEURONS", "RPM", "BATCH API")
+    header = (
+        "MODEL",
+        "TASK",
+        "BATCH",
+        "MAX TOKENS",
+        "DIMS",
+        "NEURONS",
+        "RPM",
+        "BATCH API",
+        "MAX OUT",
+        "JSON MODE",
+        "PLAN",
+    )
     rows = [
         (
             m.id,
@@ -37,6 +52,9 @@ def models(as_json: bool, schemas: bool) -> None:
             _price(m),
             str(m.rpm),
             "yes" if m.batch_api else "no",
+            str(m.default_max_tokens or "-"),
+            m.json_mode if m.task == "generate" else "-",
+            "paid only" if m.paid_only else "free",
         )
         for m in catalog
     ]
