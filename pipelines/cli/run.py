@@ -26,6 +26,8 @@ def _summary(report: RunReport) -> str:
         f"failed {report.rows_failed:,}",
         f"skipped {report.rows_skipped:,}",
         *([f"duplicates {report.rows_duplicate:,}"] if report.rows_duplicate else []),
+        *([f"cut off at max_tokens {report.rows_truncated:,}"] if report.rows_truncated else []),
+        *([f"answers asked again {report.answers_retried:,}"] if report.answers_retried else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -157,5 +159,19 @@ def plan(
     if p.audio_minutes:
         usage = f"{p.audio_minutes:,.1f} audio minutes"
     click.echo(f"usage      {usage}")
-    click.echo(f"neurons    {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})")
+    if p.output_varies:
+        seen = (
+            f"answers of {p.mean_output_tokens:,.0f} tokens as on the rows done"
+            if p.mean_output_tokens is not None
+            else "answers of max_tokens/2 until rows are done"
+        )
+        click.echo(
+            f"neurons    {p.neurons:,.1f} expected ({seen}); between {p.neurons_floor:,.1f} "
+            f"(empty answers) and {p.neurons_ceiling:,.1f} (every answer max_tokens long)"
+        )
+        click.echo(f"           today's remaining budget: {p.available_today:,.1f}")
+    else:
+        click.echo(
+            f"neurons    {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})"
+        )
     click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} neurons a day")

@@ -22,6 +22,12 @@ from pipelines.catalog.models import (
 )
 from pipelines.core.urls import url_problem
 from pipelines.job.columns import check_columns
+from pipelines.job.generate import (
+    check_generate_fields,
+    check_max_tokens,
+    check_schema_fits,
+    load_output_schema,
+)
 from pipelines.job.paths import check_output_paths
 from pipelines.job.problems import Loc, Problems, closest, did_you_mean
 from pipelines.job.spec import Job
@@ -63,6 +69,10 @@ _RUNNER_FILLED = {
     "queries": "the rows",
     "documents": "the rows",
     "requests": "the rows (batching is automatic)",
+    "prompt": "task.prompt",
+    "messages": "task.messages (or task.prompt and task.system)",
+    "response_format": "task.output_schema",
+    "guided_json": "task.output_schema",
 }
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -251,6 +261,12 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
     if job.base_url is not None and (why := url_problem(job.base_url)) is not None:
         problems.add(("base_url",), why)
     params = _check_params(job, model, problems) if model else dict(task.params)
+    schema: dict[str, Any] | None = None
+    if known(("task", "kind")):
+        check_generate_fields(job, problems)
+        schema = load_output_schema(job, problems) if task.kind == "generate" else None
+        check_schema_fits(job, model, schema, problems)
+        check_max_tokens(model, params, problems)
     languages = (("task", "source_lang_column"), ("task", "target_lang_column"))
     if known(("task", "kind"), ("task", "params"), *languages):
         _check_translate(job, params, problems)
@@ -269,7 +285,12 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
             f"the file name is {len(name)} bytes long; keep it to {MAX_OUTPUT_NAME} (file "
             "systems allow 255, and pipelines names its work files after it)",
         )
-    if params == task.params:
+    update: dict[str, Any] = {}
+    if params != task.params:
+        update["params"] = params
+    if schema is not None and schema != task.output_schema:
+        update["output_schema"] = schema  # a path is read once, here
+    if not update:
         return job
-    fixed = job.model_copy(update={"task": task.model_copy(update={"params": params})})
+    fixed = job.model_copy(update={"task": task.model_copy(update=update)})
     return fixed.located(job.file or Path("."))

@@ -22,6 +22,8 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "classify": ("label", "score"),
     "translate": ("translated_text",),
     "transcribe": ("path", "duration_s", "text", "word_count", "language", "vtt", "words"),
+    # without an output_schema; with one, its properties replace "response"
+    "generate": ("response", "prompt_tokens", "completion_tokens", "finish_reason", "truncated"),
 }
 # Results that are the input's own column of the same name (an audio source's ``path`` and
 # ``duration_s``): keeping that column is no clash, the family then leaves its copy out.

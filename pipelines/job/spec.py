@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 SourceKind = Literal["csv", "parquet", "audio"]
-JobTaskKind = Literal["embed", "classify", "translate", "transcribe"]
+JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate"]
 ProviderName = Literal["auto", "cloudflare", "emulator", "local"]
 
 DEFAULT_AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "m4a", "webm"]
@@ -42,10 +42,17 @@ class SourceSpec(_Strict):
     encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="csv only.")
 
 
+class MessageSpec(_Strict):
+    """One chat message of a generate job; ``content`` is a template."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1, description="A template, e.g. 'Summarise: {{ text }}'.")
+
+
 class TaskSpec(_Strict):
     """What to do with each row."""
 
-    kind: JobTaskKind = Field(description="embed | classify | translate | transcribe")
+    kind: JobTaskKind = Field(description="embed | classify | translate | transcribe | generate")
     model: str = Field(description="A Workers AI model id, see `pipelines models`.")
     input: str | None = Field(
         default=None, description="Column holding the text (not used for audio)."
@@ -61,6 +68,24 @@ class TaskSpec(_Strict):
     target_lang_column: str | None = Field(
         default=None, description="translate: per-row target language column."
     )
+    prompt: str | None = Field(
+        default=None, description="generate: the user message, a template ({{ column }})."
+    )
+    system: str | None = Field(
+        default=None, description="generate: a system message (a template), with prompt."
+    )
+    messages: list[MessageSpec] | None = Field(
+        default=None, description="generate: the whole conversation, instead of prompt."
+    )
+    output_schema: dict[str, Any] | str | None = Field(
+        default=None,
+        description="generate: a JSON Schema (inline, or the path of a .json file) the "
+        "answer must match; sent in the model's JSON mode.",
+    )
+
+    def templates(self) -> list[str | None]:
+        """generate: every template of the task (prompt, system, message contents)."""
+        return [self.prompt, self.system, *(m.content for m in self.messages or [])]
 
 
 class OutputSpec(_Strict):

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.budget import Ledger, effective_budget, resolve_account
 from pipelines.catalog.metering import Usage
@@ -45,7 +50,11 @@ class Plan:
     input_tokens: int
     output_tokens: int
     audio_minutes: float
-    neurons: float
+    neurons: float  # the expected figure
+    neurons_floor: float  # input only (generate: as if every answer were empty)
+    neurons_ceiling: float  # the worst case the budget holds (generate: every max_tokens)
+    mean_output_tokens: float | None  # generate: of the rows already done (None: none yet)
+    output_varies: bool  # generate: the price depends on answers' lengths (a range)
     daily_neurons: int
     available_today: float
     days_at_cap: float
@@ -67,6 +76,7 @@ def plan_job(
     settings = settings or RunSettings()
     model = get_model(job.task.model)
     task = make_task(job, model, [c for c in job.output.keep if c != KEY])
+    task.expect_output(mean_output_tokens(job.output_path) if task.varies_output else None)
     source = open_source(job)
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
     done = store.done_keys(retry_failed=settings.retry_failed)
@@ -87,6 +97,19 @@ def plan_job(
     return _plan(job, task, tally, settings)
 
 
+def mean_output_tokens(output: Path) -> float | None:
+    """The mean ``completion_tokens`` of the rows in ``output`` (None: no rows, no file)."""
+    try:
+        schema = pq.read_schema(output)
+        if "completion_tokens" not in schema.names:
+            return None
+        column = pq.read_table(output, columns=["completion_tokens"]).column(0)
+    except (OSError, pa.ArrowException):
+        return None  # no output yet, or one the run will refuse: no figure either way
+    mean = pc.mean(column).as_py()
+    return float(mean) if mean is not None else None
+
+
 @dataclass
 class _Tally:
     rows_failed: int
@@ -101,6 +124,7 @@ class _Tally:
     requests: int = 0
     cached: int = 0
     usage: Usage = field(default_factory=Usage)
+    worst: Usage = field(default_factory=Usage)
     saved: Usage = field(default_factory=Usage)
 
     def add(self, pending: PendingBatch, task: Task) -> None:
@@ -115,6 +139,8 @@ class _Tally:
         self.saved = self.saved + pending.saved
         self.requests += sum(task.requests_needed(c) for c in pending.calls)
         self.usage = self.usage + sum_usage(pending.calls)
+        for call in pending.calls:
+            self.worst = self.worst + call.estimate.worst
 
 
 def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
@@ -144,6 +170,10 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
         output_tokens=tally.usage.output_tokens,
         audio_minutes=tally.usage.audio_seconds / 60.0,
         neurons=neurons,
+        neurons_floor=task.neurons(Usage(input_tokens=tally.usage.input_tokens)),
+        neurons_ceiling=task.neurons(tally.worst),
+        mean_output_tokens=task.expected_output,
+        output_varies=task.varies_output,
         daily_neurons=budget.daily_neurons,
         available_today=available,
         days_at_cap=round(neurons / per_day, 2) if per_day > 0 else math.inf,

@@ -94,6 +94,8 @@ class RunReport:
     rows_failed: int = 0
     rows_cached: int = 0  # answered from the result cache: no request, no neurons
     rows_duplicate: int = 0  # rows whose key came earlier in the input: not processed
+    rows_truncated: int = 0  # generate: answers cut off at max_tokens (stored, marked)
+    answers_retried: int = 0  # generate: answers that broke the output schema, asked again
     requests: int = 0
     neurons: float = 0.0
     wall_s: float = 0.0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.columns import KEY
@@ -318,6 +319,8 @@ class Runner:
                 await asyncio.to_thread(self.subtitles.write, merged)
             await asyncio.to_thread(self.store.write_results, merged)
             self.report.rows_done += merged.num_rows
+            if "truncated" in merged.column_names:  # generate: cut off at max_tokens
+                self.report.rows_truncated += int(pc.sum(merged.column("truncated")).as_py() or 0)
         if failures:
             await asyncio.to_thread(self.store.write_failures, failures)
             self.report.rows_failed += len(failures)

@@ -25,6 +25,7 @@ from pipelines.core.errors import (
     ProviderError,
     RateLimited,
     Scope,
+    TransportError,
 )
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy
@@ -175,6 +176,31 @@ class Sender:
             self.limiter.reward()
             return result
 
+    async def _answer(
+        self, call: Call, requests: Requests, index: int, body: dict[str, Any], ledger: _Ledger
+    ) -> Any:
+        """One request's answer. For a family that retries invalid answers (a generation
+        that breaks its output schema), a bad answer is asked again up to the policy's
+        attempts; it was billed, so it counts at its worst case and the retry is reserved
+        anew."""
+        tries = 0
+        while True:
+            result = await self._request(call, body, ledger)
+            if not self.task.retries_invalid:
+                return result
+            tries += 1
+            try:
+                self.task.check_answer(requests, index, result)
+            except TransportError as exc:
+                ledger.unknown_fate += 1
+                if tries >= self.policy.max_attempts:
+                    exc.attempts = tries
+                    raise
+                self.report.answers_retried += 1
+                ledger.held.append(await self._reserve(call))
+                continue
+            return result
+
     async def _before_retry(
         self, call: Call, exc: ProviderError, attempt: int, ledger: _Ledger
     ) -> None:
@@ -212,8 +238,8 @@ class Sender:
         results: list[Any] = []
         try:
             requests = await prepare(call)
-            for body in requests.bodies:
-                results.append(await self._request(call, dict(body), ledger))
+            for index, body in enumerate(requests.bodies):
+                results.append(await self._answer(call, requests, index, dict(body), ledger))
             per_item = self.task.parse(requests, results)
         except (ProviderError, _CannotFit) as exc:
             await self._settle(call, ledger, requests, results)

@@ -19,6 +19,7 @@ import polars as pl
 from pipelines.core.columns import KEY
 from pipelines.core.errors import SourceError
 from pipelines.job.spec import Job
+from pipelines.job.templates import template_columns
 from pipelines.sources.keys import SeenKeys, derived_keys, given_keys
 
 DEFAULT_BATCH_ROWS = 20_000
@@ -32,6 +33,7 @@ def needed_columns(job: Job) -> list[str]:
         job.source.key,
         task.source_lang_column,
         task.target_lang_column,
+        *template_columns(task.templates()),
         *job.output.keep,
     ]
     return list(dict.fromkeys(c for c in wanted if c))
@@ -139,6 +141,7 @@ class Source(ABC):
             (job.source.key, "source.key"),
             (job.task.source_lang_column, "task.source_lang_column"),
             (job.task.target_lang_column, "task.target_lang_column"),
+            *((c, "a template of the task") for c in template_columns(job.task.templates())),
             *((c, "output.keep") for c in job.output.keep),
         ]
         for column, role in roles:

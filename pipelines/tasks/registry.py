@@ -10,6 +10,7 @@ from pipelines.job.spec import Job
 from pipelines.tasks.base import Family
 from pipelines.tasks.classify import ClassifyFamily
 from pipelines.tasks.embed import EmbedFamily
+from pipelines.tasks.generate import GenerateFamily
 from pipelines.tasks.task import Task
 from pipelines.tasks.transcribe import TranscribeFamily
 from pipelines.tasks.translate import TranslateFamily
@@ -20,6 +21,7 @@ FAMILIES: dict[str, Callable[[Job, ModelInfo, Sequence[str]], Family]] = {
     "classify": ClassifyFamily,
     "translate": TranslateFamily,
     "transcribe": TranscribeFamily,
+    "generate": GenerateFamily,
 }
 
 

@@ -106,6 +106,37 @@ class Task:
     def parse(self, requests: Requests, answers: Sequence[Any]) -> dict[str, pa.Array]:
         return self.family.parse(requests, answers)
 
+    @property
+    def varies_output(self) -> bool:
+        """Whether the output's length (so the price) is only known once answered."""
+        return hasattr(self.family, "mean_output")
+
+    def expect_output(self, mean_tokens: float | None) -> None:
+        """Expect answers of ``mean_tokens`` (seen on rows done) in the expected figure."""
+        if self.varies_output:
+            self.family.mean_output = mean_tokens  # type: ignore[attr-defined]
+
+    @property
+    def expected_output(self) -> float | None:
+        """The mean answer length used for the expected figure (None: not a generate task)."""
+        if not self.varies_output:
+            return None
+        mean = getattr(self.family, "mean_output", None)
+        return float(mean) if mean is not None else None
+
+    @property
+    def retries_invalid(self) -> bool:
+        """Whether a bad answer is asked again in the same run (else its rows fail as
+        retryable, for the next run): for families whose answers vary between tries."""
+        return bool(getattr(self.family, "retry_invalid", False))
+
+    def check_answer(self, requests: Requests, index: int, answer: Any) -> None:
+        """Raise ``TransportError`` when answer ``index`` of ``requests`` is bad (families
+        that retry invalid answers define ``check_answer``)."""
+        check = getattr(self.family, "check_answer", None)
+        if check is not None:
+            check(requests, index, answer)
+
     def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
         return self.family.usage(requests, answers) if answers else Usage()
 
