@@ -259,7 +259,9 @@ def _job_data(kind: str, model: ModelInfo) -> dict[str, Any]:
     """The smallest valid job of ``kind`` with ``model`` (as data, for building families)."""
     audio = kind == "transcribe"
     task: dict[str, Any] = {"kind": kind, "model": model.id}
-    if not audio:
+    if kind == "generate":
+        task["prompt"] = "{{ text }}"
+    elif not audio:
         task["input"] = "text"
     if kind == "translate":
         task["params"] = {"target_lang": "fr"}
@@ -303,7 +305,10 @@ def _job_text(kind: str, tail: str = "", **task: str) -> str:
     data = _job_data(kind, model)
     data["task"].update(task)
     lines = ["name: x", f"source: {data['source']}".replace("'", ""), "task:"]
-    lines += [f"  {k}: {v!r}" if k == "model" else f"  {k}: {v}" for k, v in data["task"].items()]
+    lines += [
+        f"  {k}: {v!r}" if k in ("model", "prompt") else f"  {k}: {v}"
+        for k, v in data["task"].items()
+    ]
     lines += ["output:", "  path: out.parquet", tail]
     return "\n".join(lines).replace("{'target_lang': 'fr'}", "{target_lang: fr}") + "\n"
 
@@ -337,12 +342,23 @@ def test_keeping_a_column_pipelines_writes_is_refused_at_load(
     assert "rename it in the input" in line
 
 
-@pytest.mark.parametrize(("kind", "column"), [c for c in CASES if c[0] != "transcribe"])
+@pytest.mark.parametrize(
+    ("kind", "column"), [c for c in CASES if c[0] not in ("transcribe", "generate")]
+)
 def test_reading_a_column_pipelines_writes_is_refused_at_load(
     tmp_path: Path, kind: str, column: str
 ) -> None:
     (line,) = problems(write(tmp_path, _job_text(kind, input=column)))
     assert line.startswith(f"6: task.input: {column!r} is a column pipelines "), line
+
+
+@pytest.mark.parametrize("column", [KEY, ROW_HASH])
+def test_a_template_reading_a_column_pipelines_adds_is_refused_at_load(
+    tmp_path: Path, column: str
+) -> None:
+    text = _job_text("generate").replace("{{ text }}", "{{ text }} {{ " + column + " }}")
+    (line,) = problems(write(tmp_path, text))
+    assert f"task.prompt: {column!r} is a column pipelines " in line, line
 
 
 def test_per_row_language_columns_named_like_the_key_are_refused(tmp_path: Path) -> None:

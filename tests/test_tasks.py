@@ -32,6 +32,7 @@ MODELS = {
     "classify": "@cf/huggingface/distilbert-sst-2-int8",
     "translate": "@cf/meta/m2m100-1.2b",
     "transcribe": "@cf/openai/whisper",
+    "generate": "@cf/meta/llama-3.1-8b-instruct-fp8",
 }
 
 
@@ -45,6 +46,8 @@ def task_for(tmp: Path, kind: str, model: str | None = None) -> Task:
         params = "{source_lang: en, target_lang: fr}" if kind == "translate" else "{}"
         source = "{kind: csv, path: in.csv, key: id}"
         task = f'{{kind: {kind}, model: "{model}", input: text, params: {params}}}'
+        if kind == "generate":
+            task = f'{{kind: generate, model: "{model}", prompt: "{{{{ text }}}}"}}'
     (tmp / "in.csv").write_text("id,text\n1,x\n")
     (tmp / "job.yaml").write_text(
         f"name: t\nsource: {source}\ntask: {task}\noutput: {{path: out.parquet}}\n"

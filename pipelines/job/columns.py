@@ -13,6 +13,7 @@ from __future__ import annotations
 from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.job.problems import Loc, Problems
 from pipelines.job.spec import Job
+from pipelines.job.templates import template_columns
 
 # The result columns of each task kind: the names of its family's ``fields`` (pipelines/tasks).
 # The job layer sits below the tasks, so it cannot ask them; tests/test_job_file_problems.py
@@ -41,7 +42,11 @@ def added_columns(kind: str) -> dict[str, str]:
 
 def _named(job: Job) -> list[tuple[Loc, str | None]]:
     task = job.task
+    # a template reading ``_key`` would get the row key, not the input column of that name
+    where: Loc = ("task", "prompt") if task.prompt is not None else ("task", "messages")
+    read = [c for c in template_columns(task.templates()) if c in (KEY, ROW_HASH)]
     return [
+        *((where, name) for name in read),
         (("task", "input"), task.input),
         (("task", "source_lang_column"), task.source_lang_column),
         (("task", "target_lang_column"), task.target_lang_column),

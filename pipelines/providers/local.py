@@ -20,7 +20,12 @@ from pipelines.providers.base import Provider
 from pipelines.providers.local_models import require
 
 SENTIMENT_MODEL_ID = "@cf/huggingface/distilbert-sst-2-int8"
-_NOUNS = {"translate": "translation", "rerank": "reranking", "classify": "classification"}
+_NOUNS = {
+    "translate": "translation",
+    "rerank": "reranking",
+    "classify": "classification",
+    "generate": "text generation",
+}
 
 
 @dataclass(frozen=True)
