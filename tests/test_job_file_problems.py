@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pipelines.budget.config import load_global_budget
 from pipelines.catalog.models import ModelInfo, list_models
 from pipelines.cli import main
-from pipelines.core.columns import KEY
+from pipelines.core.columns import KEY, ROW_HASH
 from pipelines.core.errors import JobError
 from pipelines.job.columns import FROM_INPUT, RESULT_COLUMNS
 from pipelines.job.columns import added_columns as added_columns_of
@@ -296,7 +296,7 @@ def family_columns() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 
 RESULTS, SHARED = family_columns()
 # What pipelines writes into each row whatever the input holds: no input column may be named so.
-ADDED = {kind: {KEY} | names - SHARED[kind] for kind, names in RESULTS.items()}
+ADDED = {kind: {KEY, ROW_HASH} | names - SHARED[kind] for kind, names in RESULTS.items()}
 CASES = [(kind, name) for kind, names in sorted(ADDED.items()) for name in sorted(names)]
 
 
@@ -318,7 +318,7 @@ def test_the_job_layer_refuses_exactly_what_the_families_write() -> None:
     assert {kind: set(RESULT_COLUMNS[kind]) for kind in RESULTS} == RESULTS
     assert {kind: set(FROM_INPUT.get(kind, ())) for kind in SHARED} == SHARED
     assert {kind: set(added_columns_of(kind)) for kind in ADDED} == ADDED
-    assert ADDED["classify"] == {KEY, "label", "score"}
+    assert ADDED["classify"] == {KEY, ROW_HASH, "label", "score"}
     assert ADDED["transcribe"] >= {KEY, "text", "vtt", "words"}
 
 

@@ -12,13 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.columns import KEY, ROW_HASH
+from pipelines.output.identity import Fingerprint
 from pipelines.output.index import OutputIndex, State
 from pipelines.output.merge import CHUNK_ROWS, ROW_GROUP_BYTES, WHOLE_ROW_GROUP_BYTES, read_chunks
 from pipelines.output.store import OutputStore
 
 
 def test_the_index_writes_nothing_next_to_the_output(tmp_path: Path) -> None:
-    store = OutputStore(tmp_path / "out.parquet", fingerprint="f", meta={})
+    store = OutputStore(tmp_path / "out.parquet", fingerprint=Fingerprint({"job": "f"}), meta={})
     store.open(fresh=False)
     before = sorted(tmp_path.rglob("*"))
     index = store.done_keys(retry_failed=False)
@@ -62,7 +63,7 @@ def test_the_merge_writes_bounded_row_groups(tmp_path: Path) -> None:
             pa.field("embedding", pa.list_(pa.float32(), dim)),
         ]
     )
-    store = OutputStore(tmp_path / "out.parquet", fingerprint="f", meta={})
+    store = OutputStore(tmp_path / "out.parquet", fingerprint=Fingerprint({"job": "f"}), meta={})
     store.open(fresh=False)
     store.begin("run1", schema)
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.errors import OutputError
+from pipelines.core.secrets import MASK
 from pipelines.job.paths import JobPaths
 from pipelines.output.identity import Fingerprint, mismatch
 
@@ -126,6 +127,8 @@ def _manifest_metadata(path: Path) -> dict[str, str] | None:
         raise OutputError(
             f"{path} exists and is not a pipelines manifest; {_FOREIGN}choose another output.path"
         )
-    if not isinstance(data.get("job"), str):
+    if not isinstance(data.get("job"), str) or MASK in data["job"]:
+        # a job name that held the API token was masked when the manifest was written:
+        # the manifest cannot say whose it is (the output's own metadata still does)
         return None
     return {"identity": json.dumps({"job": data["job"]})}
