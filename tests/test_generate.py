@@ -364,3 +364,24 @@ def test_schema_properties_become_typed_columns() -> None:
     )
     assert cols["score"].to_pylist() == [2] and cols["topics"].to_pylist() == [None]
     assert json.loads(cols["anything"][0].as_py()) == [1, {"a": None}]
+
+
+def test_a_changed_prompt_or_schema_makes_the_output_another_runs(tmp_path: Path) -> None:
+    from pipelines.output.identity import fingerprint, mismatch
+
+    task = f'kind: generate\nmodel: "{LLAMA}"\nprompt: "Rate {{{{ text }}}}"'
+    before = fingerprint(load_job(job_file(tmp_path, task)))
+    meta = {"fingerprint": before.digest, "identity": json.dumps(before.parts)}
+    for changed in (
+        task.replace("Rate", "Score"),
+        task + '\nsystem: "Be brief."',
+        task + "\noutput_schema: {type: object, properties: {a: {type: string}}}",
+    ):
+        why = mismatch(
+            tmp_path / "out.parquet", fingerprint(load_job(job_file(tmp_path, changed))), meta
+        )
+        assert why is not None and "--fresh" in why, changed
+    assert (
+        mismatch(tmp_path / "out.parquet", fingerprint(load_job(job_file(tmp_path, task))), meta)
+        is None
+    )

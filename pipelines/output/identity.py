@@ -37,7 +37,11 @@ RESULT_PARTS = {
     "langs": "the language columns",
     "key": "source.key",
     "keep": "output.keep",
+    "prompt": "the prompt (task.system, task.prompt, task.messages)",
+    "output_schema": "task.output_schema",
 }
+# The parts older versions stored (their digest is recognised, see Fingerprint.legacy).
+_LEGACY_PARTS = ("produced_by", "kind", "model", "params", "input", "langs", "key", "keep")
 
 
 def _digest(value: Any) -> str:
@@ -90,9 +94,13 @@ def fingerprint(job: Job, produced_by: str | None = None) -> Fingerprint:
         "langs": [t.source_lang_column, t.target_lang_column],
         "key": job.source.key or "",
         "keep": job.output.keep,
+        "prompt": [t.system, t.prompt, [m.model_dump() for m in t.messages or []]]
+        if t.kind == "generate"
+        else "",
+        "output_schema": t.output_schema or "",
     }
     # what versions before the named parts stored: one digest, truncate included
-    old = {k: values[k] for k in RESULT_PARTS}
+    old = {k: values[k] for k in _LEGACY_PARTS}
     old.update(input=t.input, key=job.source.key)
     legacy = frozenset(_digest({**old, "truncate": flag}) for flag in (False, True))
     return Fingerprint({k: _text(v) for k, v in values.items()}, legacy)

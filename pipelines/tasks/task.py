@@ -30,7 +30,11 @@ class Task:
         self.job = job
         self.model = model
         self.keep = list(keep)
+        # what, besides an item, decides its answer (the result cache's scope): the params,
+        # and a generate job's output schema (its answers' columns follow the schema)
         self.params = dict(job.task.params)
+        if job.task.output_schema is not None:
+            self.params["output_schema"] = job.task.output_schema
         limit = job.limits.batch_size or model.max_items
         self.batch_size = max(1, min(limit, model.max_items))
 
