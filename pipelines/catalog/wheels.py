@@ -167,7 +167,7 @@ def _quicktok(path: Path, spec: dict[str, Any], specials: int) -> ExactTokenizer
     to tiktoken's / Meta's, checked by quicktok's own tests and ours."""
     if not _unchanged(path.read_bytes(), spec, path):
         return None
-    import quicktok  # type: ignore[import-not-found,unused-ignore]  # the [tokens] extra
+    import quicktok  # type: ignore[import-not-found,import-untyped,unused-ignore]  # [tokens]
 
     encoding = quicktok.get_encoding(str(spec["encoding"]))
 
