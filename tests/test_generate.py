@@ -385,3 +385,22 @@ def test_a_changed_prompt_or_schema_makes_the_output_another_runs(tmp_path: Path
         mismatch(tmp_path / "out.parquet", fingerprint(load_job(job_file(tmp_path, task))), meta)
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, {"code": 5024, "message": "JSON Mode couldn't be met"}),  # the emulator's code
+        (200, {"message": "JSON Mode couldn't be met"}),  # in a success: false envelope
+        (400, {"code": 9999, "message": "Error: JSON Mode couldn't be met"}),  # another code
+    ],
+)
+def test_json_mode_failures_are_asked_again_whatever_their_code_or_status(
+    status: int, error: dict[str, Any]
+) -> None:
+    from pipelines.core.errors import JsonModeUnmet, Scope
+    from pipelines.providers.refusals import error_from_response
+
+    body = json.dumps({"success": False, "errors": [error], "messages": [], "result": {}})
+    got = error_from_response(status, {}, body.encode(), model=LLAMA)
+    assert isinstance(got, JsonModeUnmet) and got.scope is Scope.TRANSIENT and got.maybe_billed

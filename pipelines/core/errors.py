@@ -12,7 +12,8 @@
         │   ├── RateLimited            429 / 3021 or 429 without a code; .retry_after
         │   ├── CapacityExceeded       429 / 3040; .retry_after
         │   ├── ServerError            5xx, 408 / 3007 / 3008
-        │   └── TransportError         timeouts, resets, malformed bodies
+        │   ├── TransportError         timeouts, resets, malformed bodies
+        │   └── JsonModeUnmet          "JSON Mode couldn't be met" (code and status unverified)
         └── TerminalError              never retried
             ├── InvalidInput           ROW: 400 / 5006 5004 3003, 413 / 3006
             ├── UnknownModel           RUN: 400 / 5007, 404 / 3042
@@ -148,6 +149,14 @@ class TransportError(TransientError):
     """The request never got a well-formed answer (timeout, reset, garbage).
 
     ``maybe_billed`` unless the request certainly never left (connection refused)."""
+
+    maybe_billed = True
+
+
+class JsonModeUnmet(TransientError):
+    """The model could not produce JSON that meets the requested schema. Cloudflare documents
+    the words, not a code or a status; another try may well succeed, and the tokens it
+    generated may have been billed."""
 
     maybe_billed = True
 

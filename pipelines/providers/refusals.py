@@ -20,6 +20,7 @@ from pipelines.core.errors import (
     CapacityExceeded,
     DailyNeuronsExhausted,
     InvalidInput,
+    JsonModeUnmet,
     PaidPlanRequired,
     ProviderError,
     RateLimited,
@@ -39,6 +40,10 @@ AUTH_HINT = (
 _DAILY_CODES = frozenset({3036, 4006})
 _DAILY_TEXT = "daily free allocation"
 _INPUT_CODES = frozenset({5006, 5004, 3003})
+# "JSON Mode couldn't be met": Cloudflare documents only these words (json-mode.mdx); 5024 is
+# the emulator's pick of a code (unverified), so the documented words decide as well.
+_JSON_MODE_CODES = frozenset({5024})
+_JSON_MODE_TEXT = "json mode couldn't be met"
 _CODE_PREFIX = re.compile(r"^\s*(\d{3,5})\s*:")
 
 
@@ -158,6 +163,11 @@ _Rule = tuple[Callable[[_Failure], bool], type[ProviderError], str]
 # First match wins. Codes first; HTTP statuses decide when an error carries no code. The
 # only text rules read Cloudflare's own words, for answers that come without a code.
 _RULES: tuple[_Rule, ...] = (
+    (
+        lambda f: f.code in _JSON_MODE_CODES or _JSON_MODE_TEXT in f.message,
+        JsonModeUnmet,
+        "{subject} could not meet the output schema in JSON mode ({what}); asking again",
+    ),
     (
         lambda f: f.code in _DAILY_CODES or _DAILY_TEXT in f.message,
         DailyNeuronsExhausted,

@@ -21,6 +21,7 @@ from pipelines.core.columns import KEY
 from pipelines.core.errors import (
     BudgetExhausted,
     BudgetStop,
+    JsonModeUnmet,
     PipelinesError,
     ProviderError,
     RateLimited,
@@ -206,6 +207,8 @@ class Sender:
     ) -> None:
         if isinstance(exc, RateLimited):
             self.limiter.penalize(exc.retry_after)
+        if isinstance(exc, JsonModeUnmet):
+            self.report.answers_retried += 1
         if exc.maybe_billed:
             ledger.unknown_fate += 1
             ledger.held.append(await self._reserve(call))  # the retry is paid for again
