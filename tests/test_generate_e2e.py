@@ -167,6 +167,7 @@ def test_three_days_of_generation_fill_each_day_under_the_cap(
         assert "resumes after 00:00 UTC" in result.stderr
         assert stats["neurons_today"] >= 970, billed  # the day used to the brim
         emu.advance_day()
+    print("billed per day:", billed)
     assert len(billed) >= 3, billed  # it needed about three days
     out = pl.read_parquet(tmp_path / "out" / "days.parquet")
-    assert out.height == 320 and out["review_id"].n_unique() == 320
+    assert out.height == 320 and out["_key"].n_unique() == 320

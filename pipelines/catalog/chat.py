@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pipelines.catalog.models import ModelInfo
-from pipelines.catalog.tokens import model_tokens
+from pipelines.catalog.tokens import model_tokens, tokenizer_facts
 
 # tokenizer kind → (tokens per message, tokens per request)
 _TEMPLATE: dict[str, tuple[int, int]] = {
@@ -40,7 +40,7 @@ def prompt_tokens_many(
 ) -> list[int]:
     """Prompt tokens of each chat request (a list of ``{role, content}`` messages)."""
     contents = [str(m.get("content", "")) for msgs in requests for m in msgs]
-    counts = iter(model_tokens(model, contents))
+    counts = iter(_plain_counts(model, contents))
     return [
         sum(next(counts) for _ in msgs) + template_overhead(model, len(msgs)) for msgs in requests
     ]
@@ -53,4 +53,11 @@ def prompt_tokens(model: ModelInfo, messages: Sequence[Mapping[str, str]]) -> in
 
 def completion_tokens(model: ModelInfo, text: str) -> int:
     """Tokens of a generated answer (no template tokens: the end marker is not billed)."""
-    return model_tokens(model, [text])[0] if text else 0
+    return _plain_counts(model, [text])[0] if text else 0
+
+
+def _plain_counts(model: ModelInfo, texts: Sequence[str]) -> list[int]:
+    """Token counts of ``texts`` without the special tokens an encoder adds to a whole
+    input (an embedding model's ``<|endoftext|>``): in a chat those are the template's."""
+    specials = tokenizer_facts(model.tokenizer).specials
+    return [max(0, n - specials) for n in model_tokens(model, texts)]

@@ -94,10 +94,12 @@ def infer(
     *,
     created: int,
     openai: bool = False,
+    json_draw: float | None = None,
 ) -> Outcome:
-    """Answer a validated request in the model's shape (``openai``: always a completion)."""
+    """Answer a validated request in the model's shape (``openai``: always a completion).
+    ``json_draw`` decides a JSON-mode failure (see :func:`generate`)."""
     req = parse(model, inp.payload, config.seed)
-    gen = generate(model, req, config)
+    gen = generate(model, req, config, json_draw)
     shape: Shape = "completion" if openai else shape_of(model, req)
     if shape == "completion":
         return Outcome(completion(model, req, gen, created), gen.usage, 1)
@@ -186,7 +188,9 @@ def _checked(schema: Any, where: str) -> Any:
     return schema if schema not in ({}, True) else {"type": "object"}
 
 
-def generate(model: ModelInfo, req: ChatRequest, config: EmulatorConfig) -> Generation:
+def generate(
+    model: ModelInfo, req: ChatRequest, config: EmulatorConfig, json_draw: float | None = None
+) -> Generation:
     """The answer to ``req``, cut to ``max_tokens`` (and to what the context window leaves)."""
     prompt = prompt_tokens(model, req.messages)
     window = model.context_window
@@ -200,7 +204,9 @@ def generate(model: ModelInfo, req: ChatRequest, config: EmulatorConfig) -> Gene
     value: Any = None
     if req.schema is not None:
         status = 200 if config.json_failure_mode == "envelope-200" else 400
-        if _unit(req.key, b"json-failure") < config.json_failure_rate:
+        # per attempt when the service draws it; else fixed by the request
+        draw = _unit(req.key, b"json-failure") if json_draw is None else json_draw
+        if draw < config.json_failure_rate:
             raise json_mode_failed(status)
         try:
             strings = (*vocabulary, *_FILLER)  # string values: on-topic words and filler

@@ -39,6 +39,13 @@ class Faults:
         # Error shapes draw from their own sequence: every answer is not an error, so
         # sharing one would make the fault decisions depend on which requests failed.
         self.shape_rng = random.Random(f"{seed}:error-shape")
+        # JSON mode's failures draw per attempt (a model's sampling differs each time), so
+        # asking again can succeed, as it can on Cloudflare; answers stay deterministic
+        self.json_rng = random.Random(f"{seed}:json-failure")
+
+    def json_draw(self) -> float:
+        """A number in [0, 1) for the next JSON-mode request's failure decision."""
+        return self.json_rng.random()
 
     def error_detail(self, cfg: EmulatorConfig) -> ErrorDetail:
         """How the next error answer lists its error: with its code, or (with probability

@@ -85,7 +85,10 @@ class Emulator:
         self.check_not_exhausted()
         if model.task == "generate":
             created = int(self.clock.now().timestamp())
-            outcome = chat.infer(model, inp, self.config, created=created, openai=openai)
+            draw = self.faults.json_draw()
+            outcome = chat.infer(
+                model, inp, self.config, created=created, openai=openai, json_draw=draw
+            )
         else:
             outcome = infer(model, inp, self.config.seed)
         cost = neurons(model, outcome.usage)
