@@ -1,5 +1,5 @@
-"""Shared fixtures: every test gets its own state folder and a clean Cloudflare environment,
-and the emulator fixtures below.
+"""Shared fixtures: every test gets its own state folder and a clean Cloudflare (and OpenAI)
+environment, and the emulator fixtures below.
 
 - ``emu``: a running emulator, reset, its knobs the defaults plus those of the closest
   ``@pytest.mark.emulator(**knobs)`` (on the test, its class or its module's ``pytestmark``).
@@ -48,6 +48,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         "CLOUDFLARE_API_TOKEN_FILE",
         "CLOUDFLARE_API_BASE_URL",
         "CLOUDFLARE_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_API_KEY_FILE",
+        "OPENAI_BASE_URL",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIPELINES_STATE_DIR", str(tmp_path / "state"))
