@@ -68,6 +68,7 @@ def assert_one_error_line(done: subprocess.CompletedProcess[str], *needles: str)
     [
         (["--error-rate", "3"], ["error_rate must be between 0 and 1"]),
         (["--codeless-error-rate", "-1"], ["codeless_error_rate must be between 0 and 1"]),
+        (["--json-failure-rate", "1.5"], ["json_failure_rate must be between 0 and 1"]),
         (["--port", "99999"], ["--port must be between 0 and 65535", "99999"]),
         (["--port", "-1"], ["--port must be between 0 and 65535", "-1"]),
         (["--host", "203.0.113.7"], ["cannot listen on 203.0.113.7:0"]),  # not this host's
@@ -101,6 +102,14 @@ def test_cli_flags_reach_the_knobs() -> None:
         "0.25",
         "--graphql-string-type",
         "String",
+        "--plan",
+        "paid",
+        "--json-failure-rate",
+        "0.1",
+        "--json-failure-mode",
+        "envelope-200",
+        "--json-response",
+        "string",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -111,6 +120,8 @@ def test_cli_flags_reach_the_knobs() -> None:
         assert knobs["error_result_shape"] == "object"
         assert knobs["codeless_error_rate"] == 0.25
         assert knobs["graphql_string_type"] == "String"
+        assert knobs["plan"] == "paid" and knobs["json_failure_rate"] == 0.1
+        assert knobs["json_failure_mode"] == "envelope-200" and knobs["json_response"] == "string"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

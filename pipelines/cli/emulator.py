@@ -58,6 +58,33 @@ from pipelines.core.errors import JobError
     show_default=True,
     help="String type of the analytics schema; the other spelling is a GraphQL error.",
 )
+@click.option(
+    "--plan",
+    type=click.Choice(["free", "paid"]),
+    default="free",
+    show_default=True,
+    help="The account's plan: paid-only models answer 403 / 5035 on free.",
+)
+@click.option(
+    "--json-failure-rate",
+    default=0.0,
+    show_default=True,
+    help='P(JSON-mode request fails: "JSON Mode couldn\'t be met").',
+)
+@click.option(
+    "--json-failure-mode",
+    type=click.Choice(["http-400", "envelope-200"]),
+    default="http-400",
+    show_default=True,
+    help="That failure as a 400, or as a 200 with success: false (both unverified).",
+)
+@click.option(
+    "--json-response",
+    type=click.Choice(["object", "string"]),
+    default="object",
+    show_default=True,
+    help="A classic model's JSON-mode response: the parsed value or the JSON text.",
+)
 def emulator(host: str, port: int, exhausted_code: str, **knobs: Any) -> None:
     """Run the local Workers AI emulator (point CLOUDFLARE_API_BASE_URL at it)."""
     from pipelines.emulator import EmulatorConfig, serve

@@ -11,8 +11,9 @@
 
 Modules: ``config`` (knobs), ``clock`` (real or fake time), ``app`` (routes), ``service``
 (checks and billing), ``inputs``/``outputs``/``vectors``/``speech``/``languages`` (models),
-``ledger`` (day, usage, per-minute windows), ``faults``, ``batch`` (Batch API), ``graphql``
-(usage query), ``envelope`` (wire format and error codes), ``server`` (uvicorn).
+``chat``/``json_values`` (text generation, JSON mode), ``ledger`` (day, usage, per-minute
+windows), ``faults``, ``batch`` (Batch API), ``graphql`` (usage query), ``envelope`` (wire
+format and error codes), ``server`` (uvicorn).
 """
 
 from __future__ import annotations

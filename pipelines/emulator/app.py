@@ -1,8 +1,9 @@
 """HTTP routes of the emulator (a Starlette app) and the connection-dropping wrapper around it.
 
 Routes: ``/client/v4/accounts/{account}/ai/run/{model}`` (sync and ``?queueRequest=true``),
-``/client/v4/accounts/{account}/ai/v1/embeddings``, ``/client/v4/graphql`` and the
-``/__emulator/*`` control endpoints; any other path gets Cloudflare's 404 / 7000.
+``/client/v4/accounts/{account}/ai/v1/embeddings`` and ``.../ai/v1/chat/completions``,
+``/client/v4/graphql`` and the ``/__emulator/*`` control endpoints; any other path gets
+Cloudflare's 404 / 7000.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from pipelines.emulator import envelope as env
 from pipelines.emulator import graphql
+from pipelines.emulator.chat import native_body
 from pipelines.emulator.clock import Clock
 from pipelines.emulator.config import EmulatorConfig
 from pipelines.emulator.faults import FaultPlan, truncate
@@ -206,6 +208,29 @@ async def openai_embeddings(request: Request) -> Response:
     return await _serve(request, handle, enveloped=False)
 
 
+async def openai_chat(request: Request) -> Response:
+    """``POST /accounts/{account}/ai/v1/chat/completions`` in OpenAI's shape, for every
+    text-generation model: the body is restated in the model's own form and validated
+    against its published input schema, and the answer is always a ``chat.completion``."""
+    emu = _emulator(request)
+
+    async def handle(body: bytes) -> tuple[Any, FaultPlan | None]:
+        obj = parse_json(body)
+        if not isinstance(obj, dict) or "model" not in obj or "messages" not in obj:
+            raise env.bad_input("Error: required properties at '/' are 'model,messages'")
+        model = emu.model(obj["model"])
+        if model.task != "generate":
+            raise env.bad_input(f"Error: {model.id} is not a text-generation model")
+        emu.take_slot(model)
+        plan = await _faulted(emu)
+        inp = check_input(model, native_body(model, obj))
+        outcome = emu.execute(model, inp, bill=plan.kind == "none", openai=True)
+        return outcome.result, plan
+
+    # Like /v1/embeddings: the object itself on success, Cloudflare's envelope on errors.
+    return await _serve(request, handle, enveloped=False)
+
+
 async def graphql_usage(request: Request) -> Response:
     """``POST /client/v4/graphql``: neurons per model for the emulated day."""
     emu = _emulator(request)
@@ -277,6 +302,7 @@ def build_app(config: EmulatorConfig | None = None, *, clock: Clock | None = Non
     routes = [
         Route(account + "/run/{model:path}", run_model, methods=["POST"]),
         Route(account + "/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route(account + "/v1/chat/completions", openai_chat, methods=["POST"]),
         Route(PREFIX + "/graphql", graphql_usage, methods=["POST"]),
         Route(CONTROL + "/stats", stats, methods=["GET"]),
         Route(CONTROL + "/reset", reset, methods=["POST"]),

@@ -62,6 +62,17 @@ class EmulatorConfig:
     codeless_error_rate: float = 0.0
     """Probability that an error answer carries no code: its ``errors`` list holds only a
     message, or (half of those times) is empty. The HTTP status still tells what failed."""
+    plan: Literal["free", "paid"] = "free"
+    """The account's Workers plan: on ``free``, paid-only models answer 403 / 5035."""
+    json_failure_rate: float = 0.0
+    """Probability (decided per request, from its content and seed) that a JSON-mode request
+    fails with "JSON Mode couldn't be met", as Cloudflare documents it may."""
+    json_failure_mode: Literal["http-400", "envelope-200"] = "http-400"
+    """How that failure is answered: HTTP 400 with the error envelope, or HTTP 200 with
+    ``success: false`` (both are seen in clients' fixtures; Cloudflare documents neither)."""
+    json_response: Literal["object", "string"] = "object"
+    """``response`` of a classic model in JSON mode: the parsed value (as Cloudflare's JSON
+    mode docs show) or the JSON text (as its published output schema and types declare)."""
 
     def __post_init__(self) -> None:
         if self.exhausted_code not in (3036, 4006):
@@ -70,6 +81,12 @@ class EmulatorConfig:
             raise ValueError("error_result_shape must be 'null' or 'object'")
         if self.graphql_string_type not in ("string", "String"):
             raise ValueError("graphql_string_type must be 'string' or 'String'")
+        if self.plan not in ("free", "paid"):
+            raise ValueError("plan must be 'free' or 'paid'")
+        if self.json_failure_mode not in ("http-400", "envelope-200"):
+            raise ValueError("json_failure_mode must be 'http-400' or 'envelope-200'")
+        if self.json_response not in ("object", "string"):
+            raise ValueError("json_response must be 'object' or 'string'")
         for name in (
             "error_rate",
             "capacity_rate",
@@ -77,6 +94,7 @@ class EmulatorConfig:
             "malformed_rate",
             "spike_rate",
             "codeless_error_rate",
+            "json_failure_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -145,6 +145,26 @@ def daily_exhausted(code: int, daily_neurons: float) -> ApiError:
     return ApiError(429, code, message)
 
 
+def paid_plan_required(model: str) -> ApiError:
+    """403 / 5035: a model that needs Workers Paid, asked for on the free plan. The code and
+    status are Cloudflare's documented ones; the wording is ours."""
+    return ApiError(
+        403, 5035, f"{model} requires the Workers Paid plan (or prepaid AI Gateway credits)"
+    )
+
+
+JSON_MODE_CODE = 5024
+"""UNVERIFIED: Cloudflare documents the message "JSON Mode couldn't be met" but neither a
+code nor a status for it. 5024 is our pick from its 5xxx inference-error range; clients
+must not rely on it (nor on the status: see :func:`json_mode_failed`)."""
+
+
+def json_mode_failed(status: int) -> ApiError:
+    """The model could not produce JSON that meets the requested schema. ``status`` is 400,
+    or 200 for the ``success: false`` envelope some clients report seeing (both UNVERIFIED)."""
+    return ApiError(status, JSON_MODE_CODE, "JSON Mode couldn't be met")
+
+
 _SERVER_ERRORS = {
     500: "Internal server error",
     502: "Bad gateway",

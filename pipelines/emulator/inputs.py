@@ -38,7 +38,27 @@ class ModelInput:
 @cache
 def _input_validator(model: ModelInfo) -> Draft202012Validator:
     # ModelInfo hashes by its catalog facts, so this compiles each schema once per process
-    return Draft202012Validator(model.input_schema)
+    return Draft202012Validator(_batch_branch_required(model.input_schema))
+
+
+def _batch_branch_required(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its Batch API branch requiring ``requests``.
+
+    llama-3.3's published input is ``oneOf: [Prompt, Messages, Async Batch]``, and its Async
+    Batch branch lists ``requests`` without requiring it: every object matches that branch,
+    so a valid prompt matches two branches and strict ``oneOf`` refuses it. A batch body
+    always carries ``requests``; saying so is the only change made.
+    """
+    branches = schema.get("oneOf")
+    if not isinstance(branches, list):
+        return schema
+    fixed = [
+        {**b, "required": ["requests"]}
+        if isinstance(b, dict) and set(b.get("properties") or {}) == {"requests"}
+        else b
+        for b in branches
+    ]
+    return {**schema, "oneOf": fixed}
 
 
 def validate(model: ModelInfo, obj: Any) -> None:

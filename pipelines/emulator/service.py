@@ -2,7 +2,8 @@
 
 ``app.py`` turns requests into calls on :class:`Emulator`; everything that decides an
 answer lives here so that the order of checks reads in one place:
-auth → size → model → per-minute window → faults → input → daily cap → run → bill.
+auth → size → model (and the plan it needs) → per-minute window → faults → input → daily cap
+→ run → bill.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from pipelines.catalog.metering import Usage, neurons
 from pipelines.catalog.models import ModelInfo, get_model, has_model
+from pipelines.emulator import chat
 from pipelines.emulator import envelope as env
 from pipelines.emulator.batch import BatchQueue
 from pipelines.emulator.clock import Clock, SystemClock
@@ -52,10 +54,14 @@ class Emulator:
             raise env.too_large(limit)
 
     def model(self, model_id: Any) -> ModelInfo:
-        """The catalog entry, or 400 / 5007."""
+        """The catalog entry, or 400 / 5007; 403 / 5035 for a paid-only model on the free
+        plan (before any window slot is taken or anything is billed)."""
         if not isinstance(model_id, str) or not has_model(model_id):
             raise env.no_such_model(str(model_id))
-        return get_model(model_id)
+        model = get_model(model_id)
+        if model.paid_only and self.config.plan != "paid":
+            raise env.paid_plan_required(model.id)
+        return model
 
     def take_slot(self, model: ModelInfo) -> None:
         """429 / 3021 with Retry-After when the model's sliding minute is full."""
@@ -71,10 +77,17 @@ class Emulator:
 
     # -- running ---------------------------------------------------------------------
 
-    def execute(self, model: ModelInfo, inp: ModelInput, *, bill: bool = True) -> Outcome:
-        """Run a validated input; bill it unless told not to (a malformed answer is not)."""
+    def execute(
+        self, model: ModelInfo, inp: ModelInput, *, bill: bool = True, openai: bool = False
+    ) -> Outcome:
+        """Run a validated input; bill it unless told not to (a malformed answer is not).
+        ``openai``: a text model answers a ``chat.completion`` whatever its own shape."""
         self.check_not_exhausted()
-        outcome = infer(model, inp, self.config.seed)
+        if model.task == "generate":
+            created = int(self.clock.now().timestamp())
+            outcome = chat.infer(model, inp, self.config, created=created, openai=openai)
+        else:
+            outcome = infer(model, inp, self.config.seed)
         cost = neurons(model, outcome.usage)
         if (
             self.config.strict_cap
