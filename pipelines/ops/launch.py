@@ -74,6 +74,7 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                 daily_neurons=budget.daily_neurons,
                 reserve=budget.reserve,
                 day_fn=binding.day,
+                unit=model.budget_unit,
             )
             with ExitStack() as stack:
                 stack.callback(ledger.close)

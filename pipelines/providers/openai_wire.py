@@ -205,7 +205,7 @@ def embeddings_result(model: ModelInfo, data: dict[str, Any]) -> dict[str, Any]:
 def chat_result(model: ModelInfo, data: dict[str, Any]) -> dict[str, Any]:
     """A ``chat.completion`` as the model's family reads it."""
     if model.request_form == "chat":
-        return data  # the family reads (and checks) a chat.completion itself
+        return _without_nulls(data)  # the family reads (and checks) a chat.completion itself
     choices = data.get("choices")
     first = choices[0] if isinstance(choices, list) and choices else None
     message = first.get("message") if isinstance(first, dict) else None
@@ -222,6 +222,24 @@ def chat_result(model: ModelInfo, data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(reason, str):
         out["finish_reason"] = reason  # Cloudflare's shape has no place for it
     return out
+
+
+def _without_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` without the ``null`` fields of its choices and messages: OpenAI
+    (and the SDK) write an absent ``tool_calls`` or ``refusal`` as ``null``, which Workers
+    AI's published schemas, declaring them arrays and strings, would refuse."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return data
+    cleaned = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            choice = {k: v for k, v in choice.items() if v is not None}
+            message = choice.get("message")
+            if isinstance(message, dict):
+                choice["message"] = {k: v for k, v in message.items() if v is not None}
+        cleaned.append(choice)
+    return {**data, "choices": cleaned}
 
 
 def _usage(value: Any) -> dict[str, Any]:
