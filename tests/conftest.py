@@ -9,7 +9,8 @@ environment, and the emulator fixtures below.
   lets a minute pass for the emulator at once.
 - ``emulator_factory(clock=None, **knobs)``: more emulators, stopped after the test.
 - ``emu_client``: an httpx client on ``{emu}/accounts/acct/ai`` with a bearer token.
-- ``env``: the environment variables that point a CLI run at ``emu`` (also returned).
+- ``env``: the environment variables that point a CLI run at ``emu`` (also returned), for
+  provider ``cloudflare`` and provider ``openai`` (its ``/ai/v1`` endpoints).
 """
 
 from __future__ import annotations
@@ -110,4 +111,7 @@ def env(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-test")
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", emu.config.token or "secret-token-value")
     monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
+    # provider openai: the same emulator's OpenAI-compatible endpoints
+    monkeypatch.setenv("OPENAI_API_KEY", emu.config.token or "secret-openai-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{emu.base_url}/accounts/acct-test/ai/v1")
     return dict(os.environ)
