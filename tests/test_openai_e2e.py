@@ -367,3 +367,16 @@ def test_a_model_outside_the_catalog_runs_on_provider_openai_only(
     code, out = invoke("run", "--no-progress", "--provider", "cloudflare", str(path))
     assert code == 2 and "only provider openai runs it" in out, out
     assert proxy.requests == 0
+
+
+def test_provider_openai_on_the_command_line_overrides_the_jobs(
+    tmp_path: Path, openai_env: RunningEmulator
+) -> None:
+    path = job(tmp_path, embed_task(BGE))
+    path.write_text(path.read_text().replace("provider: openai", "provider: cloudflare"))
+    code, out = invoke("plan", "--provider", "openai", "--json", str(path))
+    assert code == 0 and json.loads(out)["requests"] == 1, out
+    code, out = invoke("run", "--no-progress", "--provider", "openai", str(path))
+    assert code == 0, out
+    assert openai_env.stats()["models"][BGE]["requests"] == 1
+    assert json.loads((tmp_path / "out.manifest.json").read_text())["last_run"]["requests"] == 1

@@ -15,7 +15,6 @@ from typing import Any
 from pipelines.catalog.languages import describe_languages, normalize_language
 from pipelines.catalog.models import (
     ModelInfo,
-    get_model,
     has_model,
     list_models,
     schema_properties,
@@ -196,7 +195,7 @@ def _resolve_model(job: Job, problems: Problems) -> ModelInfo | None:
         if not has_model(task.model):
             problems.add(("task", "model"), _unknown_model(task.model))
             return None
-        return get_model(task.model)
+        return job_model(job)
     caps = [("budget", c) for c in ("daily_tokens", "daily_requests")]
     if not problems.known(("task", "kind"), *caps):
         return None
