@@ -11,6 +11,7 @@ import base64
 import json
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from pipelines.catalog.external import external_model
 from pipelines.catalog.models import ModelInfo, get_model
 from pipelines.core.errors import (
     AuthenticationFailed,
+    CredentialsError,
     DailyNeuronsExhausted,
     InvalidInput,
     PaidPlanRequired,
@@ -29,6 +31,7 @@ from pipelines.core.errors import (
     TransportError,
     UnknownModel,
 )
+from pipelines.core.secrets import read_openai_key, secret_values
 from pipelines.emulator import RunningEmulator
 from pipelines.providers.base import OpenAISettings
 from pipelines.providers.openai import OpenAIProvider
@@ -315,3 +318,23 @@ def test_the_cloudflare_account_comes_from_the_url() -> None:
 def test_settings_never_show_the_key() -> None:
     settings = OpenAISettings(base_url="http://server.test/v1", key=KEY)
     assert KEY not in repr(settings) and KEY not in repr(OpenAIProvider(settings))
+
+
+def test_the_key_is_read_and_checked_like_the_cloudflare_token(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {KEY}\n")
+    assert read_openai_key({"OPENAI_API_KEY": f" {KEY} "}) == KEY
+    assert read_openai_key({"OPENAI_API_KEY_FILE": str(key_file)}) == KEY  # trimmed
+    assert read_openai_key({}) == ""
+    for content in ("two words", "é-key", ""):
+        key_file.write_text(content)
+        with pytest.raises(CredentialsError) as bad:
+            read_openai_key({"OPENAI_API_KEY_FILE": str(key_file)})
+        assert "OPENAI_API_KEY_FILE" in bad.value.message
+        assert not content or content not in bad.value.message
+    key_file.write_bytes(b"k" * (64 * 1024 + 1))
+    with pytest.raises(CredentialsError, match="too large"):
+        read_openai_key({"OPENAI_API_KEY_FILE": str(key_file)})
+    key_file.write_text(KEY + "\n")
+    found = secret_values({"OPENAI_API_KEY": "sk-env-value", "OPENAI_API_KEY_FILE": str(key_file)})
+    assert {"sk-env-value", KEY} <= set(found)
