@@ -1,5 +1,5 @@
-"""Shared fixtures: every test gets its own state folder and a clean Cloudflare environment,
-and the emulator fixtures below.
+"""Shared fixtures: every test gets its own state folder and a clean Cloudflare (and OpenAI)
+environment, and the emulator fixtures below.
 
 - ``emu``: a running emulator, reset, its knobs the defaults plus those of the closest
   ``@pytest.mark.emulator(**knobs)`` (on the test, its class or its module's ``pytestmark``).
@@ -9,7 +9,8 @@ and the emulator fixtures below.
   lets a minute pass for the emulator at once.
 - ``emulator_factory(clock=None, **knobs)``: more emulators, stopped after the test.
 - ``emu_client``: an httpx client on ``{emu}/accounts/acct/ai`` with a bearer token.
-- ``env``: the environment variables that point a CLI run at ``emu`` (also returned).
+- ``env``: the environment variables that point a CLI run at ``emu`` (also returned), for
+  provider ``cloudflare`` and provider ``openai`` (its ``/ai/v1`` endpoints).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         "CLOUDFLARE_API_TOKEN_FILE",
         "CLOUDFLARE_API_BASE_URL",
         "CLOUDFLARE_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_API_KEY_FILE",
+        "OPENAI_BASE_URL",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIPELINES_STATE_DIR", str(tmp_path / "state"))
@@ -107,4 +111,7 @@ def env(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct-test")
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", emu.config.token or "secret-token-value")
     monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", emu.base_url)
+    # provider openai: the same emulator's OpenAI-compatible endpoints
+    monkeypatch.setenv("OPENAI_API_KEY", emu.config.token or "secret-openai-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{emu.base_url}/accounts/acct-test/ai/v1")
     return dict(os.environ)

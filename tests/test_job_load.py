@@ -170,7 +170,8 @@ def test_token_keys_are_refused_anywhere(tmp_path: Path, key: str) -> None:
     (line,) = errors(write(tmp_path, text))
     assert line == (
         f"{tmp_path / 'job.yaml'}:10: task.params.{key}: the API token comes from "
-        "CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE, never from the job file"
+        "CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE (the key of provider openai from "
+        "OPENAI_API_KEY or OPENAI_API_KEY_FILE), never from the job file"
     )
     assert "abc123" not in line
     (line,) = errors(write(tmp_path, f"{key}: secret\n" + GOOD))

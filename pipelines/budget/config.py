@@ -2,7 +2,10 @@
 
 Precedence for the daily cap and the reserve: keys set explicitly in the job file, then the
 global config file (``$PIPELINES_CONFIG`` or ``<user config dir>/config.yaml``), then the
-defaults (10,000 / 0). ``--max-neurons`` beats the job's ``budget.max_neurons``.
+defaults (10,000 / 0). ``--max-neurons`` beats the job's ``budget.max_neurons``. A job that
+caps a model outside the catalog in tokens or requests (``budget.daily_tokens`` /
+``daily_requests``) works under that cap alone: the global file's neurons do not apply, and
+its ``reserve`` and ``max_neurons`` count in that unit.
 """
 
 from __future__ import annotations
@@ -104,8 +107,14 @@ def effective_budget(
 ) -> EffectiveBudget:
     """Merge the job's ``budget:``, the global config and ``--max-neurons``."""
     defaults = BudgetSpec()
-    glob = load_global_budget(config_file)
+    glob = load_global_budget(config_file)  # read (and checked) whatever the job caps
     explicit = job_budget.model_fields_set if job_budget is not None else set()
+
+    own = job_budget.external_cap() if job_budget is not None else None
+    if job_budget is not None and own is not None:
+        glob = GlobalBudget()  # its figures are neurons; this cap counts tokens or requests
+        explicit = explicit | {"daily_neurons"}
+        job_budget = job_budget.model_copy(update={"daily_neurons": own[1]})
 
     if job_budget is not None and "daily_neurons" in explicit:
         daily = job_budget.daily_neurons

@@ -58,6 +58,7 @@ class Ledger:
         daily_neurons: float = DEFAULT_DAILY_NEURONS,
         reserve: float = 0,
         day_fn: Callable[[], str] | None = None,
+        unit: str = "neurons",
     ) -> None:
         if daily_neurons <= 0 or reserve < 0:
             raise ValueError("daily_neurons must be > 0 and reserve >= 0")
@@ -66,6 +67,8 @@ class Ledger:
         self.daily_neurons = float(daily_neurons)
         self.reserve_neurons = float(reserve)
         self._day_fn = day_fn
+        # what the account's figures count (a model outside the catalog: tokens or requests)
+        self.unit = unit
         self._host = socket.gethostname()
         # Settled ids of this instance: committing or releasing twice must not count twice.
         self._settled: set[int] = set()
@@ -167,14 +170,15 @@ class Ledger:
             # the runner splits a packed request before this: it is one input that is too big
             lower = " or lower budget.reserve" if self.reserve_neurons else ""
             return BudgetExhausted(
-                f"one request needs {format_neurons(neurons)} neurons, more than the daily budget "
-                f"of {format_neurons(limit)} allows{kept}, so it can never be sent; raise "
-                f"budget.daily_neurons{lower}",
+                f"one request needs {format_neurons(neurons)} {self.unit}, more than the daily "
+                f"budget of {format_neurons(limit)} allows{kept}, so it can never be sent; raise "
+                f"budget.daily_{self.unit}{lower}",
                 reason=BudgetStop.CANNOT_FIT,
             )
         used = usage.committed + usage.reserved
         return BudgetExhausted(
-            f"daily neuron cap reached ({format_neurons(used)} / {format_neurons(usage.cap)} "
+            f"daily {self.unit.rstrip('s')} cap reached ({format_neurons(used)} / "
+            f"{format_neurons(usage.cap)} "
             f"on {day}{kept}; the next request needs {format_neurons(neurons)})"
         )
 

@@ -2,7 +2,9 @@
 
 Cloudflare bills per model in neurons per million input tokens, per million output tokens,
 or per audio minute (``../shared/workers-ai-facts.md`` §3). Whether Cloudflare rounds per
-request is undocumented; we never round, so sums stay exact.
+request is undocumented; we never round, so sums stay exact. A model outside the catalog
+(:mod:`pipelines.catalog.external`) may be priced per request instead: its job caps
+requests a day, and each request costs one unit.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     audio_seconds: float = 0.0
+    requests: int = 0  # filled in by the task (pipelines.tasks.task), not by the families
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.audio_seconds + other.audio_seconds,
+            self.requests + other.requests,
         )
 
 
@@ -34,4 +38,5 @@ def neurons(model: ModelInfo, usage: Usage) -> float:
         usage.input_tokens * model.neurons_per_m_input / 1_000_000
         + usage.output_tokens * model.neurons_per_m_output / 1_000_000
         + usage.audio_seconds / 60.0 * model.neurons_per_audio_minute
+        + usage.requests * model.neurons_per_request
     )

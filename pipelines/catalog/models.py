@@ -28,6 +28,7 @@ TokenizerKind = Literal[
     "gemma",
     "glm",
     "kimi",
+    "generic",
     "none",
 ]
 # How a text-generation model takes a JSON schema: Cloudflare's classic ``response_format``
@@ -37,6 +38,10 @@ JsonMode = Literal["response_format", "guided_json", "openai", "none"]
 # The request a text-generation model takes: Cloudflare's classic ``messages`` form
 # (answers ``{response, usage}``) or chat completions (answers a ``chat.completion``).
 RequestForm = Literal["messages", "chat", "none"]
+# What a model's budget counts: Cloudflare's neurons (every catalog model), or for a model
+# outside the catalog (reached with the ``openai`` provider) the tokens or requests its job
+# caps. The ledger's "neurons" of such a model are these units, kept on an account of its own.
+BudgetUnit = Literal["neurons", "tokens", "requests"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class ModelInfo:
     json_mode: JsonMode = "none"
     request_form: RequestForm = "none"
     paid_only: bool = False
+    neurons_per_request: float = 0.0
+    budget_unit: BudgetUnit = "neurons"
     input_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     output_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -17,6 +17,9 @@ from pipelines.job.load import load_job, load_jobs
 from pipelines.run.report import RunReport, StopReason
 from pipelines.run.settings import RunSettings
 
+# `auto` is the job file's default, not something to force from the command line
+PROVIDERS = ["cloudflare", "emulator", "local", "openai"]
+
 
 def _summary(report: RunReport) -> str:
     parts = [
@@ -39,11 +42,13 @@ def _summary(report: RunReport) -> str:
 @click.argument("jobs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--provider",
-    type=click.Choice(["cloudflare", "emulator", "local"]),
+    type=click.Choice(PROVIDERS),
     default=None,
     help="Override the job's provider (default: auto).",
 )
-@click.option("--base-url", default=None, help="API base URL (AI Gateway or an emulator).")
+@click.option(
+    "--base-url", default=None, help="API base URL (AI Gateway, an emulator, an OpenAI server)."
+)
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None, help="Cap for this run.")
 @click.option("--fresh", is_flag=True, help="Discard existing output and start over.")
 @click.option("--retry-failed", is_flag=True, help="Send rows that failed permanently again.")
@@ -104,7 +109,7 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--retry-failed", is_flag=True, help="Count permanently failed rows as pending.")
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
-@click.option("--provider", type=click.Choice(["cloudflare", "emulator", "local"]), default=None)
+@click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
 def plan(
     job_file: Path,
@@ -115,16 +120,22 @@ def plan(
     base_url: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
-    from pipelines.catalog.models import get_model
-    from pipelines.providers.registry import choose, expected_label
+    from pipelines.job.models import job_model
+    from pipelines.providers.registry import choose, expected_account, expected_label
     from pipelines.run.plan import plan_job
 
     job = load_job(job_file)
     settings = RunSettings(
         provider=provider, base_url=base_url, retry_failed=retry_failed, max_neurons=max_neurons
     )
-    choice = choose(job.provider, provider, base_url or job.base_url)
-    p = plan_job(job, settings, produced_by=expected_label(choice, get_model(job.task.model)))
+    model = job_model(job)
+    choice = choose(job.provider, provider, base_url or job.base_url, model)
+    p = plan_job(
+        job,
+        settings,
+        produced_by=expected_label(choice, model),
+        account=expected_account(choice, model),
+    )
     if as_json:
         click.echo(json.dumps(p.as_dict(), indent=2))
         return
@@ -151,7 +162,7 @@ def plan(
     if p.rows_cached:
         click.echo(
             f"cache      {p.rows_cached:,} rows answered from the cache, "
-            f"saving {p.neurons_saved_by_cache:,.1f} neurons"
+            f"saving {p.neurons_saved_by_cache:,.1f} {p.unit}"
         )
     usage = f"{p.input_tokens:,} input tokens"
     if p.output_tokens:
@@ -166,12 +177,12 @@ def plan(
             else "answers of max_tokens/2 until rows are done"
         )
         click.echo(
-            f"neurons    {p.neurons:,.1f} expected ({seen}); between {p.neurons_floor:,.1f} "
+            f"{p.unit:<10} {p.neurons:,.1f} expected ({seen}); between {p.neurons_floor:,.1f} "
             f"(empty answers) and {p.neurons_ceiling:,.1f} (every answer max_tokens long)"
         )
         click.echo(f"           today's remaining budget: {p.available_today:,.1f}")
     else:
         click.echo(
-            f"neurons    {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})"
+            f"{p.unit:<10} {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})"
         )
-    click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} neurons a day")
+    click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} {p.unit} a day")

@@ -1,8 +1,9 @@
-"""The API token: read once, checked, and masked wherever text leaves the process.
+"""API tokens and keys: read once, checked, and masked wherever text leaves the process.
 
 :func:`read_token` reads ``CLOUDFLARE_API_TOKEN``, else the file ``CLOUDFLARE_API_TOKEN_FILE``
-names, and refuses what cannot be a token (a missing, unreadable or non-UTF-8 file, a
-control character, whitespace or a non-ASCII character inside) with a
+names (:func:`read_openai_key` likewise ``OPENAI_API_KEY`` / ``OPENAI_API_KEY_FILE``, the key
+of the ``openai`` provider), and refuses what cannot be a token (a missing, unreadable or
+non-UTF-8 file, a control character, whitespace or a non-ASCII character inside) with a
 :class:`~pipelines.core.errors.CredentialsError` that names the variable and the file but
 never their content. A token that got through anyway would otherwise surface escaped in
 an error message (``Illegal header value b'Bearer abc\\ndef'``), so :func:`mask` hides the
@@ -25,12 +26,16 @@ from pipelines.core.errors import CredentialsError
 
 TOKEN_VAR = "CLOUDFLARE_API_TOKEN"
 TOKEN_FILE_VAR = "CLOUDFLARE_API_TOKEN_FILE"
+OPENAI_KEY_VAR = "OPENAI_API_KEY"
+OPENAI_KEY_FILE_VAR = "OPENAI_API_KEY_FILE"
+# Every (value, file) pair of variables whose secret is masked in everything written.
+SECRET_VARS = ((TOKEN_VAR, TOKEN_FILE_VAR), (OPENAI_KEY_VAR, OPENAI_KEY_FILE_VAR))
 MASK = "***"
 # Shorter values are not real tokens; masking them would garble every line they occur in.
 MIN_SECRET = 4
 # Cloudflare tokens are 40 characters; a file this large holds something else.
 _MAX_TOKEN_FILE = 64 * 1024
-_FIX = "copy the token again: Cloudflare API tokens are one word of ASCII letters and digits"
+_FIX = "copy the token again: API tokens and keys are one word of ASCII letters and digits"
 
 
 def check_token(token: str, where: str) -> str:
@@ -51,8 +56,8 @@ def check_token(token: str, where: str) -> str:
     return token
 
 
-def _read_token_file(path: str) -> str:
-    where = f"{TOKEN_FILE_VAR}={path}"
+def _read_token_file(path: str, file_var: str = TOKEN_FILE_VAR) -> str:
+    where = f"{file_var}={path}"
     try:
         file = Path(path).expanduser()
         info = file.stat()
@@ -87,12 +92,23 @@ def read_token(environ: Mapping[str, str] | None = None) -> str:
 
     Surrounding whitespace is dropped; anything else wrong is a :class:`CredentialsError`.
     """
+    return _read_secret(TOKEN_VAR, TOKEN_FILE_VAR, environ)
+
+
+def read_openai_key(environ: Mapping[str, str] | None = None) -> str:
+    """The ``openai`` provider's API key, checked as :func:`read_token` checks the token:
+    ``OPENAI_API_KEY``, else the file that ``OPENAI_API_KEY_FILE`` names; ``""`` when
+    neither is set."""
+    return _read_secret(OPENAI_KEY_VAR, OPENAI_KEY_FILE_VAR, environ)
+
+
+def _read_secret(var: str, file_var: str, environ: Mapping[str, str] | None) -> str:
     env = os.environ if environ is None else environ
-    token = env.get(TOKEN_VAR, "").strip()
+    token = env.get(var, "").strip()
     if token:
-        return check_token(token, TOKEN_VAR)
-    path = env.get(TOKEN_FILE_VAR, "")
-    return _read_token_file(path) if path else ""
+        return check_token(token, var)
+    path = env.get(file_var, "")
+    return _read_token_file(path, file_var) if path else ""
 
 
 # -- masking -------------------------------------------------------------------------------
@@ -119,13 +135,16 @@ def _file_secret(path: str) -> str:
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Every value that must never be written, valid token or not, longest first."""
+    """Every value that must never be written (the Cloudflare token and the OpenAI key,
+    from the environment or their files), valid or not, longest first."""
     env = os.environ if environ is None else environ
-    raw = env.get(TOKEN_VAR, "")
-    found = {raw, raw.strip()}
-    path = env.get(TOKEN_FILE_VAR)
-    if path:
-        found.add(_file_secret(path))
+    found: set[str] = set()
+    for var, file_var in SECRET_VARS:
+        raw = env.get(var, "")
+        found |= {raw, raw.strip()}
+        path = env.get(file_var)
+        if path:
+            found.add(_file_secret(path))
     return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
 
 

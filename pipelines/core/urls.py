@@ -1,7 +1,8 @@
 """The API base URL: where it comes from, whether it can be one, and whether it is local.
 
 One check for every way a base URL arrives (``--base-url``, a job's ``base_url``,
-``CLOUDFLARE_API_BASE_URL`` or the official SDK's ``CLOUDFLARE_BASE_URL``): an http(s) URL
+``CLOUDFLARE_API_BASE_URL``, the official SDK's ``CLOUDFLARE_BASE_URL``, or for the
+``openai`` provider ``OPENAI_BASE_URL``): an http(s) URL
 with a host, a valid port, no whitespace, no query or fragment, and no credentials — a
 ``user:pass@`` in a URL would end up in logs, so it is refused, and no message repeats it.
 """
@@ -17,6 +18,8 @@ from pipelines.core.errors import JobError
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 # Ours first: when both are set, CLOUDFLARE_API_BASE_URL wins.
 BASE_URL_VARS = ("CLOUDFLARE_API_BASE_URL", "CLOUDFLARE_BASE_URL")
+# The official OpenAI SDK's variable; the ``openai`` provider has no default server.
+OPENAI_BASE_URL_VAR = "OPENAI_BASE_URL"
 _EXAMPLE = "https://api.cloudflare.com/client/v4"
 
 
@@ -50,7 +53,8 @@ def url_problem(url: str) -> str | None:
     if span is not None and "@" in url[span[0] : span[1]]:
         return (
             "must not contain a user name or password (user:password@host); the API token "
-            "goes in CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE"
+            "goes in CLOUDFLARE_API_TOKEN (or OPENAI_API_KEY for provider openai) or the "
+            "file their _FILE variable names"
         )
     try:
         parts = urlsplit(url)
@@ -98,3 +102,13 @@ def resolve_base_url(explicit: str | None, environ: Mapping[str, str] | None = N
     if found is None:
         return DEFAULT_BASE_URL
     return check_base_url(*found)
+
+
+def resolve_openai_base_url(explicit: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The checked base URL of an OpenAI-compatible server: ``explicit`` (``--base-url`` or
+    the job's ``base_url``), else ``OPENAI_BASE_URL``; ``""`` when neither is set."""
+    if explicit:
+        return check_base_url(explicit, "--base-url or the job's base_url")
+    env = os.environ if environ is None else environ
+    value = env.get(OPENAI_BASE_URL_VAR)
+    return check_base_url(value, OPENAI_BASE_URL_VAR) if value else ""

@@ -15,7 +15,6 @@ from typing import Any
 from pipelines.catalog.languages import describe_languages, normalize_language
 from pipelines.catalog.models import (
     ModelInfo,
-    get_model,
     has_model,
     list_models,
     schema_properties,
@@ -28,13 +27,14 @@ from pipelines.job.generate import (
     check_schema_fits,
     load_output_schema,
 )
+from pipelines.job.models import check_budget_unit, external_problem, job_model
 from pipelines.job.paths import check_output_paths
 from pipelines.job.problems import Loc, Problems, closest, did_you_mean
 from pipelines.job.spec import Job
 
 TOKEN_MESSAGE = (
-    "the API token comes from CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE, "
-    "never from the job file"
+    "the API token comes from CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE (the key of "
+    "provider openai from OPENAI_API_KEY or OPENAI_API_KEY_FILE), never from the job file"
 )
 # Secrets must never sit in a job file (they get committed and copied around).
 _TOKEN_KEYS = frozenset(
@@ -46,6 +46,9 @@ _TOKEN_KEYS = frozenset(
         "cf_api_token",
         "api_key",
         "apikey",
+        "openai_api_key",
+        "openai_key",
+        "authorization",
         "auth_token",
         "access_token",
         "bearer_token",
@@ -178,15 +181,42 @@ def _unknown_model(model_id: str) -> str:
     return f"unknown model {model_id!r} ({hint}see: pipelines models)"
 
 
-def _check_model(job: Job, problems: Problems) -> ModelInfo | None:
-    """The job's model when it is known and fits the task kind (else ``None``)."""
+def _resolve_model(job: Job, problems: Problems) -> ModelInfo | None:
+    """The job's model (from the catalog, or outside it on provider openai), else ``None``
+    with the problem said."""
     task = job.task
     if not problems.known(("task", "model")):
         return None
-    if not has_model(task.model):
-        problems.add(("task", "model"), _unknown_model(task.model))
+    external = external_problem(job, problems)  # None: not a model outside the catalog
+    if external:
+        problems.add(("task", "model"), external)
         return None
-    model = get_model(task.model)
+    if external is None:
+        if not has_model(task.model):
+            problems.add(("task", "model"), _unknown_model(task.model))
+            return None
+        return job_model(job)
+    caps = [("budget", c) for c in ("daily_tokens", "daily_requests")]
+    if not problems.known(("task", "kind"), *caps):
+        return None
+    if job.budget.external_cap() is None:
+        problems.add(
+            ("task", "model"),
+            f"{task.model!r} is not a Workers AI model, so pipelines cannot price it in "
+            "neurons: cap it with budget.daily_tokens (input + output tokens a day) or "
+            "budget.daily_requests",
+        )
+        return None
+    return job_model(job)
+
+
+def _check_model(job: Job, problems: Problems) -> ModelInfo | None:
+    """The job's model when it is known and fits the task kind (else ``None``)."""
+    task = job.task
+    model = _resolve_model(job, problems)
+    if model is None:
+        return None
+    check_budget_unit(job, model, problems)
     if not problems.known(("task", "kind")):
         return None  # whether it fits cannot be told
     if model.task == "rerank":
@@ -255,9 +285,12 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
         for key in ("vtt", "srt"):
             if getattr(job.output, key) and task.kind != "transcribe":
                 problems.add(("output", key), "only transcribe jobs write subtitles")
-    if known(("budget", "reserve"), ("budget", "daily_neurons")):
-        if job.budget.reserve >= job.budget.daily_neurons:
-            problems.add(("budget", "reserve"), "must be below budget.daily_neurons")
+    caps = [("budget", c) for c in ("daily_neurons", "daily_tokens", "daily_requests")]
+    if known(("budget", "reserve"), *caps):
+        cap = job.budget.external_cap()
+        field, value = ("daily_" + cap[0], cap[1]) if cap else ("daily_neurons", None)
+        if job.budget.reserve >= (value or job.budget.daily_neurons):
+            problems.add(("budget", "reserve"), f"must be below budget.{field}")
     if job.base_url is not None and (why := url_problem(job.base_url)) is not None:
         problems.add(("base_url",), why)
     params = _check_params(job, model, problems) if model else dict(task.params)

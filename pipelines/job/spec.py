@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 SourceKind = Literal["csv", "parquet", "audio"]
 JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate"]
-ProviderName = Literal["auto", "cloudflare", "emulator", "local"]
+ProviderName = Literal["auto", "cloudflare", "emulator", "local", "openai"]
 
 DEFAULT_AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "m4a", "webm"]
 
@@ -53,7 +53,11 @@ class TaskSpec(_Strict):
     """What to do with each row."""
 
     kind: JobTaskKind = Field(description="embed | classify | translate | transcribe | generate")
-    model: str = Field(description="A Workers AI model id, see `pipelines models`.")
+    model: str = Field(
+        description="A Workers AI model id (see `pipelines models`); with provider: openai, "
+        "also any model the OpenAI-compatible server has (budget.daily_tokens or "
+        "budget.daily_requests then caps it)."
+    )
     input: str | None = Field(
         default=None, description="Column holding the text (not used for audio)."
     )
@@ -117,11 +121,31 @@ class LimitsSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    """How many neurons the job may spend."""
+    """How many neurons the job may spend (or, for a model outside the catalog, how many
+    tokens or requests: then ``reserve`` and ``max_neurons`` count in that unit too)."""
 
     daily_neurons: int = Field(default=10_000, gt=0, description="The account's daily cap.")
     reserve: int = Field(default=0, ge=0, description="Neurons left for other use each day.")
     max_neurons: int | None = Field(default=None, gt=0, description="Cap for one run.")
+    daily_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="provider openai, a model outside the catalog: input + output tokens a day.",
+    )
+    daily_requests: int | None = Field(
+        default=None,
+        gt=0,
+        description="provider openai, a model outside the catalog: requests a day.",
+    )
+
+    def external_cap(self) -> tuple[str, int] | None:
+        """``("tokens", N)`` or ``("requests", N)`` when the job caps a model outside the
+        catalog in its own unit (the first given, if both are: the job checks refuse that)."""
+        if self.daily_tokens is not None:
+            return "tokens", self.daily_tokens
+        if self.daily_requests is not None:
+            return "requests", self.daily_requests
+        return None
 
 
 class Job(_Strict):

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import IO
 
 from pipelines.budget import Ledger, effective_budget
-from pipelines.catalog.models import get_model
 from pipelines.core.errors import PipelinesError
+from pipelines.job.models import job_model
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
@@ -60,7 +60,8 @@ def _cache_for(binding: Binding, settings: RunSettings) -> ResultCache | None:
 async def arun_once(job: Job, settings: RunSettings) -> RunReport:
     """One run of ``job``: take its lock, run, write its manifest and log the outcome."""
     budget = effective_budget(job.budget, settings.max_neurons)
-    choice = choose(job.provider, settings.provider, settings.base_url or job.base_url)
+    model = job_model(job)
+    choice = choose(job.provider, settings.provider, settings.base_url or job.base_url, model)
     with JobLock.for_job(job) as lock:
         if lock.notice:
             log.warning(lock.notice, extra={"job": job.name})
@@ -73,6 +74,7 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                 daily_neurons=budget.daily_neurons,
                 reserve=budget.reserve,
                 day_fn=binding.day,
+                unit=model.budget_unit,
             )
             with ExitStack() as stack:
                 stack.callback(ledger.close)
@@ -89,18 +91,21 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                 context = RunContext(
                     provider=binding.provider,
                     budget=RunBudget(ledger, budget.max_neurons),
-                    produced_by=binding.produced_by(get_model(job.task.model)),
+                    produced_by=binding.produced_by(model),
                     cache=cache,
                     progress=bar,
                     rate_limited=binding.rate_limited,
                 )
                 started = datetime.now(UTC)
                 report = await arun_job(job, context, settings)
-            _record(job, report, binding, started)
+            _record(job, report, binding, started, model.budget_unit)
             return report
 
 
-def _record(job: Job, report: RunReport, binding: Binding, started: datetime) -> None:
+def _record(job: Job, report: RunReport, binding: Binding, started: datetime, unit: str) -> None:
+    extra: dict[str, object] = {"paid": binding.paid}
+    if unit != "neurons":  # a model outside the catalog: its "neurons" are tokens or requests
+        extra["unit"] = unit
     try:
         write_manifest(
             job,
@@ -108,7 +113,7 @@ def _record(job: Job, report: RunReport, binding: Binding, started: datetime) ->
             started_at=started,
             ended_at=datetime.now(UTC),
             provider=binding.name,
-            extra={"paid": binding.paid},
+            extra=extra,
         )
     except PipelinesError as exc:  # e.g. the disk that stopped the run is still full
         log.warning("no manifest written: %s", exc.message, extra={"job": job.name})

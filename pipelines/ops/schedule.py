@@ -3,7 +3,8 @@
 Every line or unit we write carries ``# pipelines-schedule <name>``, so ``show`` and
 ``remove`` touch only ours and leave the rest of the user's crontab as it was. The API
 token is never written into a schedule: a scheduled run gets ``CLOUDFLARE_API_TOKEN_FILE``
-(a path) and the other non-secret settings of the shell that installed it.
+(a path; ``OPENAI_API_KEY_FILE`` likewise for provider openai) and the other non-secret
+settings of the shell that installed it.
 
 Cron runs entries in the machine's local time zone (``CRON_TZ`` is not portable and would
 also shift the user's other entries), so the UTC time is converted to local time. Where
@@ -37,6 +38,8 @@ CARRIED_ENV = (
     "CLOUDFLARE_API_TOKEN_FILE",
     "CLOUDFLARE_API_BASE_URL",
     "CLOUDFLARE_BASE_URL",
+    "OPENAI_API_KEY_FILE",
+    "OPENAI_BASE_URL",
     "PIPELINES_STATE_DIR",
     "PIPELINES_CONFIG",
 )
@@ -107,7 +110,8 @@ class ScheduleSpec:
         hour, minute = parse_at(at)
         source = os.environ if environ is None else environ
         env = {k: source[k] for k in CARRIED_ENV if source.get(k)}
-        for key in ("CLOUDFLARE_API_TOKEN_FILE", "PIPELINES_STATE_DIR", "PIPELINES_CONFIG"):
+        files = ("CLOUDFLARE_API_TOKEN_FILE", "OPENAI_API_KEY_FILE")
+        for key in (*files, "PIPELINES_STATE_DIR", "PIPELINES_CONFIG"):
             if key in env:  # cron and systemd start elsewhere than this shell's folder
                 env[key] = str(Path(env[key]).expanduser().resolve())
         return cls(

@@ -15,10 +15,16 @@ from types import TracebackType
 from typing import Any
 
 from pipelines.catalog.models import ModelInfo
-from pipelines.core.secrets import read_token
-from pipelines.core.urls import DEFAULT_BASE_URL, resolve_base_url
+from pipelines.core.errors import JobError
+from pipelines.core.secrets import OPENAI_KEY_FILE_VAR, OPENAI_KEY_VAR, read_openai_key, read_token
+from pipelines.core.urls import (
+    DEFAULT_BASE_URL,
+    OPENAI_BASE_URL_VAR,
+    resolve_base_url,
+    resolve_openai_base_url,
+)
 
-__all__ = ["DEFAULT_BASE_URL", "Provider", "ProviderSettings"]
+__all__ = ["DEFAULT_BASE_URL", "OpenAISettings", "Provider", "ProviderSettings"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,41 @@ class ProviderSettings:
             account_id=os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""),
             token=read_token(),
         )
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """Where and with which key to call an OpenAI-compatible server (provider ``openai``).
+    ``repr`` never shows the key."""
+
+    base_url: str = ""
+    key: str = ""
+
+    def __repr__(self) -> str:
+        return f"OpenAISettings(base_url={self.base_url!r}, key={'set' if self.key else 'unset'})"
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None) -> OpenAISettings:
+        """The base URL (``base_url``: ``--base-url`` or the job's, else OPENAI_BASE_URL) and
+        the key (OPENAI_API_KEY, else the file OPENAI_API_KEY_FILE names), both checked when
+        set; a missing base URL is a :class:`JobError` (there is no default server)."""
+        found = cls(base_url=resolve_openai_base_url(base_url), key=read_openai_key())
+        if not found.base_url:
+            raise JobError(
+                f"provider openai needs the server's base URL: set {OPENAI_BASE_URL_VAR} (e.g. "
+                "https://api.openai.com/v1, or https://api.cloudflare.com/client/v4/accounts/"
+                "ACCOUNT/ai/v1 for Workers AI), or give base_url in the job or --base-url"
+            )
+        return found
+
+    def require_key(self) -> OpenAISettings:
+        """These settings, or a :class:`JobError` when no key is set."""
+        if not self.key:
+            raise JobError(
+                f"provider openai needs an API key: set {OPENAI_KEY_VAR}, or "
+                f"{OPENAI_KEY_FILE_VAR} to a file holding it (never in the job file)"
+            )
+        return self
 
 
 class Provider(ABC):

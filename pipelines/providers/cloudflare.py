@@ -8,21 +8,18 @@ Request bodies and error mapping live in :mod:`pipelines.providers.wire`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
 from pipelines.catalog.models import ModelInfo
-from pipelines.core.errors import (
-    AuthenticationFailed,
-    InvalidInput,
-    ProviderError,
-)
-from pipelines.core.secrets import check_token, mask, secret_values
+from pipelines.core.errors import AuthenticationFailed, InvalidInput
+from pipelines.core.secrets import check_token
 from pipelines.core.urls import DEFAULT_BASE_URL, check_base_url
 from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.providers.http import make_client, post, redacting
 from pipelines.providers.refusals import error_from_response
 from pipelines.providers.usage_query import (
     STRING_TYPES,
@@ -43,17 +40,6 @@ from pipelines.providers.wire import (
 
 # The Batch API documents a 10 MB payload limit; checking locally saves a doomed upload.
 BATCH_MAX_BYTES = 10 * 1000 * 1000
-
-_USER_AGENT = "pipelines/0.1"
-
-
-# Failures before the request left this machine: nothing can have been billed.
-_NEVER_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
 
 
 class CloudflareProvider(Provider):
@@ -82,15 +68,7 @@ class CloudflareProvider(Provider):
         self._timeout_s = timeout_s
         # The spelling of the usage query's string type that the analytics API took last.
         self._string_type = STRING_TYPES[0]
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-        )
+        self._client = make_client(timeout_s, max_connections, transport)
 
     def __repr__(self) -> str:
         return f"CloudflareProvider({self._settings!r})"
@@ -223,30 +201,16 @@ class CloudflareProvider(Provider):
             "Content-Type": content_type,
         }
         params = {"queueRequest": "true"} if queue else None
-        try:
-            return await self._client.post(url, content=content, headers=headers, params=params)
-        except httpx.TimeoutException as exc:
-            error = transport_error(
-                f"{type(exc).__name__} after {self._timeout_s:g} s", model=model_id
-            )
-            error.maybe_billed = not isinstance(exc, _NEVER_SENT)
-            raise error from exc
-        except httpx.HTTPError as exc:
-            # Connection refused/reset, RemoteProtocolError, bad content-encoding, ...
-            detail = str(exc) or "no detail"
-            error = transport_error(f"{type(exc).__name__} ({detail})", model=model_id)
-            error.maybe_billed = not isinstance(exc, _NEVER_SENT)
-            raise error from exc
+        return await post(
+            self._client,
+            url,
+            content,
+            headers,
+            timeout_s=self._timeout_s,
+            model_id=model_id,
+            params=params,
+        )
 
-    @contextmanager
-    def _redacting(self) -> Iterator[None]:
+    def _redacting(self) -> AbstractContextManager[None]:
         """Make sure no error message leaving the provider can carry the token."""
-        try:
-            yield
-        except ProviderError as exc:
-            # in any form: httpx quotes header values escaped, URLs percent-encoded
-            clean = mask(exc.message, [self._settings.token, *secret_values()])
-            if clean != exc.message:
-                exc.message = clean
-                exc.args = (clean,)
-            raise
+        return redacting(self._settings.token)

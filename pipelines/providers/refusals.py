@@ -135,7 +135,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return max(0.0, when.timestamp() - current)
 
 
-def _describe(status: int, code: int | None, message: str) -> str:
+def describe(status: int, code: int | None, message: str) -> str:
+    """``HTTP 401, code 10000: message`` (the message cut short), for our messages."""
     parts = [f"HTTP {status}"]
     if code is not None:
         parts.append(f"code {code}")
@@ -247,7 +248,7 @@ def error_from_response(
         status=status,
         code=code,
         message=message.lower(),
-        what=_describe(status, code, message),
+        what=describe(status, code, message),
         subject=model or "the request",
         model=model,
         retry_after=parse_retry_after(headers, now=now),

@@ -10,6 +10,9 @@ guesses any of these, least of all from an address.
 (it answers ``/__emulator/stats``; Cloudflare does not), the binding is the emulator's: made-up
 results, its own ledger account and its emulated day. ``emulator`` starts one in-process on a
 loopback port, with a throw-away ledger. ``local`` runs models on this machine's CPU.
+``openai`` calls an OpenAI-compatible server: for a Workers AI model (Cloudflare's ``/ai/v1``,
+an AI Gateway) its neurons count as ``cloudflare``'s do, or as the emulator's when the server
+is one; a model outside the catalog counts in its job's own unit on an account of its own.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pathlib import Path
 
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.errors import JobError
-from pipelines.providers.base import Provider, ProviderSettings
+from pipelines.providers.base import OpenAISettings, Provider, ProviderSettings
 
 EMULATOR = "emulator"
+OPENAI = "openai"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class ProviderChoice:
     name: str  # a key of FACTORIES
     settings: ProviderSettings
     fallback_notice: str = ""  # said once when ``auto`` picked the local provider
+    openai: OpenAISettings | None = None  # the server and key of provider ``openai``
+    model: ModelInfo | None = None  # the job's model, when the binding depends on it
 
 
 @dataclass
@@ -57,11 +63,25 @@ class Binding:
 Factory = Callable[[ProviderChoice, float], AbstractAsyncContextManager[Binding]]
 
 
-def choose(job_provider: str, override: str | None, base_url: str | None) -> ProviderChoice:
+def choose(
+    job_provider: str,
+    override: str | None,
+    base_url: str | None,
+    model: ModelInfo | None = None,
+) -> ProviderChoice:
     """Resolve ``auto`` and read the settings: Cloudflare when the account and the token are
-    both set, the local models when neither is; one without the other is an error."""
-    settings = ProviderSettings.from_env(base_url)  # checks the URL and the token
+    both set, the local models when neither is; one without the other is an error. A model
+    outside the catalog (``model``, the job's) runs on provider ``openai`` only."""
     name = override or job_provider
+    if model is not None and model.budget_unit != "neurons" and name != OPENAI:
+        raise JobError(
+            f"{model.id} is not a Workers AI model: only provider openai runs it "
+            f"(the job file says provider: openai; drop --provider {name})"
+        )
+    if name == OPENAI:  # checks the URL and the key; Cloudflare's settings play no part
+        found = OpenAISettings.from_env(base_url)
+        return ProviderChoice(OPENAI, ProviderSettings(), openai=found, model=model)
+    settings = ProviderSettings.from_env(base_url)  # checks the URL and the token
     if name not in FACTORIES and name != "auto":
         raise JobError(f"unknown provider {name!r}: choose one of auto, {', '.join(FACTORIES)}")
     if name != "auto":
@@ -92,7 +112,23 @@ def expected_label(choice: ProviderChoice, model: ModelInfo) -> str:
         from pipelines.providers.local import local_label
 
         return local_label(model)
+    if choice.openai is not None and model.budget_unit != "neurons":
+        from pipelines.providers.openai_wire import external_label
+
+        return external_label(choice.openai.base_url, model)
     return model.id
+
+
+def expected_account(choice: ProviderChoice, model: ModelInfo) -> str | None:
+    """The ledger account a run will count against, as far as known without any network
+    (for ``plan``); ``None``: the Cloudflare account of the environment."""
+    if choice.openai is None:
+        return None
+    from pipelines.providers.openai_wire import cloudflare_account, external_account
+
+    if model.budget_unit != "neurons":
+        return external_account(choice.openai.base_url)
+    return cloudflare_account(choice.openai.base_url)
 
 
 def emulator_label(model: ModelInfo) -> str:
@@ -149,6 +185,36 @@ async def _local(choice: ProviderChoice, timeout_s: float) -> AsyncIterator[Bind
         yield Binding("local", local, "local", False, local.produced_by, rate_limited=False)
 
 
+@asynccontextmanager
+async def _openai(choice: ProviderChoice, timeout_s: float) -> AsyncIterator[Binding]:
+    from pipelines.providers.emulator_day import probe_emulator
+    from pipelines.providers.openai import OpenAIProvider
+    from pipelines.providers.openai_wire import (
+        cloudflare_account,
+        external_account,
+        external_label,
+    )
+
+    if choice.openai is None:  # pragma: no cover - choose() always sets it
+        raise JobError("provider openai was chosen without its settings")
+    settings = choice.openai.require_key()
+    base = settings.base_url
+    async with OpenAIProvider(settings, timeout_s=timeout_s) as provider:
+        model = choice.model
+        if model is not None and model.budget_unit != "neurons":
+            # tokens or requests of another server: an account of their own, never neurons
+            account = external_account(base)
+            yield Binding(OPENAI, provider, account, False, lambda m: external_label(base, m))
+            return
+        day = await probe_emulator(base)
+        if day is None:  # Workers AI's /ai/v1 (or a gateway): the account's real neurons
+            yield Binding(OPENAI, provider, cloudflare_account(base), True, lambda m: m.id)
+            return
+        async with day:  # an emulator behind /ai/v1: as for provider cloudflare
+            account = f"{EMULATOR}@{day.origin}"
+            yield Binding(EMULATOR, provider, account, False, emulator_label, day=day.today)
+
+
 @contextmanager
 def _scratch() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="pipelines-rehearsal-") as tmp:
@@ -159,6 +225,7 @@ FACTORIES: dict[str, Factory] = {
     "cloudflare": _cloudflare,
     "emulator": _emulator,
     "local": _local,
+    OPENAI: _openai,
 }
 
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from pipelines.budget import Ledger, effective_budget, resolve_account
 from pipelines.catalog.metering import Usage
-from pipelines.catalog.models import get_model
 from pipelines.core.columns import KEY
+from pipelines.job.models import job_model
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.run.cache import TaskCache, open_cache
@@ -58,6 +58,8 @@ class Plan:
     daily_neurons: int
     available_today: float
     days_at_cap: float
+    # what "neurons" count: Cloudflare's, or a model outside the catalog's tokens or requests
+    unit: str = "neurons"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,13 +70,15 @@ def plan_job(
     settings: RunSettings | None = None,
     *,
     produced_by: str | None = None,
+    account: str | None = None,
 ) -> Plan:
     """Count rows and estimate requests and neurons for ``job`` (no network).
 
     ``produced_by`` says whose cached answers count (see :func:`results_label`); the
-    default is Cloudflare's model itself."""
+    default is Cloudflare's model itself. ``account`` is the ledger account whose day is
+    read (default: the Cloudflare account of the environment)."""
     settings = settings or RunSettings()
-    model = get_model(job.task.model)
+    model = job_model(job)
     task = make_task(job, model, [c for c in job.output.keep if c != KEY])
     task.expect_output(mean_output_tokens(job.output_path) if task.varies_output else None)
     source = open_source(job)
@@ -94,7 +98,7 @@ def plan_job(
         done.close()
         if cache is not None:
             cache.close()
-    return _plan(job, task, tally, settings)
+    return _plan(job, task, tally, settings, account)
 
 
 def mean_output_tokens(output: Path) -> float | None:
@@ -143,10 +147,12 @@ class _Tally:
             self.worst = self.worst + call.estimate.worst
 
 
-def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
+def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings, account: str | None) -> Plan:
     budget = effective_budget(job.budget, settings.max_neurons)
     with Ledger(
-        account=resolve_account(), daily_neurons=budget.daily_neurons, reserve=budget.reserve
+        account=account or resolve_account(),
+        daily_neurons=budget.daily_neurons,
+        reserve=budget.reserve,
     ) as ledger:
         available = ledger.available()
     neurons = task.neurons(tally.usage)
@@ -170,11 +176,14 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings) -> Plan:
         output_tokens=tally.usage.output_tokens,
         audio_minutes=tally.usage.audio_seconds / 60.0,
         neurons=neurons,
-        neurons_floor=task.neurons(Usage(input_tokens=tally.usage.input_tokens)),
+        neurons_floor=task.neurons(
+            Usage(input_tokens=tally.usage.input_tokens, requests=tally.usage.requests)
+        ),
         neurons_ceiling=task.neurons(tally.worst),
         mean_output_tokens=task.expected_output,
         output_varies=task.varies_output,
         daily_neurons=budget.daily_neurons,
         available_today=available,
         days_at_cap=round(neurons / per_day, 2) if per_day > 0 else math.inf,
+        unit=task.model.budget_unit,
     )

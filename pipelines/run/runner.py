@@ -23,10 +23,11 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.catalog.models import ModelInfo, get_model
+from pipelines.catalog.models import ModelInfo
 from pipelines.core.columns import KEY
 from pipelines.core.errors import OutputError, PipelinesError
 from pipelines.core.memory import use_lean_allocators
+from pipelines.job.models import job_model
 from pipelines.job.spec import Job
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
@@ -83,7 +84,7 @@ class Runner:
         self.job = job
         self.ctx = context
         self.settings = settings
-        self.model: ModelInfo = get_model(job.task.model)
+        self.model: ModelInfo = job_model(job)
         self.task: Task = make_task(job, self.model, [c for c in job.output.keep if c != KEY])
         self.report = RunReport(job=job.name, run_id=_run_id())
         self.stopper = Stopper(context.clock)

@@ -1,4 +1,12 @@
-"""Embeddings: texts → ``embedding`` vectors, packed many texts per request."""
+"""Embeddings: texts → ``embedding`` vectors, packed many texts per request.
+
+A catalog model's vectors have its catalog width, and the column is a fixed-size list of
+it. A model outside the catalog (provider openai) has no known width: its column is a
+list of any length, and the first answer of a run fixes the width every later answer of
+the run must have (an answer of another width is refused like any answer off its schema).
+Where an answer reports the tokens it consumed (OpenAI's ``usage.prompt_tokens``, which the
+openai provider hands over), that is the usage recorded; else the count made before sending.
+"""
 
 from __future__ import annotations
 
@@ -32,10 +40,11 @@ class EmbedFamily:
         self.input = text_column(job)
         self.truncate = job.task.truncate
         self.params = dict(job.task.params)
+        # 0: unknown until the first answer (a model outside the catalog), see the docstring
         self.dim = model.dimensions or 0
-        self.fields: tuple[pa.Field, ...] = (
-            pa.field("embedding", pa.list_(pa.float32(), self.dim)),
-        )
+        self.fixed = model.dimensions is not None
+        column = pa.list_(pa.float32(), self.dim) if self.fixed else pa.list_(pa.float32())
+        self.fields: tuple[pa.Field, ...] = (pa.field("embedding", column),)
         self.columns: tuple[str, ...] = (self.input,)
 
     def items(self, batch: pl.DataFrame) -> Items:
@@ -57,9 +66,27 @@ class EmbedFamily:
         except TypeError:  # this model's schema has no such field: the answer is wrong
             raise bad_answer(self.model, f"no {field!r} in this model's answers") from None
         check(answer)
-        matrix = finite_matrix(self.model, answer[field], requests.call.size, self.dim)
+        rows = answer[field]
+        dim = self.dim or _width(rows)
+        if dim == 0:
+            raise bad_answer(self.model, "no vectors, or vectors of no numbers")
+        matrix = finite_matrix(self.model, rows, requests.call.size, dim)
+        self.dim = dim
         flat = pa.array(matrix.reshape(-1), type=pa.float32())
-        return {"embedding": pa.FixedSizeListArray.from_arrays(flat, self.dim)}
+        if self.fixed:
+            return {"embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
+        offsets = pa.array(range(0, len(flat) + 1, dim), pa.int32())
+        return {"embedding": pa.ListArray.from_arrays(offsets, flat)}
 
     def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
+        reported = answers[0].get("usage") if isinstance(answers[0], dict) else None
+        tokens = reported.get("prompt_tokens") if isinstance(reported, dict) else None
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
+            return Usage(input_tokens=tokens)
         return requests.call.usage
+
+
+def _width(rows: Any) -> int:
+    """The width of the first vector of an answer (0 when there is none to read)."""
+    first = rows[0] if isinstance(rows, list) and rows else None
+    return len(first) if isinstance(first, list) else 0

@@ -1,7 +1,9 @@
 """Reading a text-generation answer, and typing JSON answers as Parquet columns.
 
-Answers come in two shapes: Cloudflare's ``{response, usage}`` and an OpenAI
-``chat.completion`` (``choices[0].message.content``, ``finish_reason``, ``usage``). In JSON
+Answers come in two shapes: Cloudflare's ``{response, usage}`` (with ``finish_reason``
+beside them when the openai provider translated a ``chat.completion``; without it, an answer
+is cut off when it used ``max_tokens``) and an OpenAI ``chat.completion``
+(``choices[0].message.content``, ``finish_reason``, ``usage``). In JSON
 mode ``response`` may be a string of JSON or an already-parsed object: Cloudflare's docs show
 an object where its type declarations say string (workers-sdk issue 12398), so both are
 read. The answer is checked against the model's published output schema (with a parsed
@@ -68,7 +70,9 @@ def _shape(model: ModelInfo, answer: Any) -> tuple[Any, str | None, Any]:
         check_for(model, "object", ("response",))({**answer, "response": json.dumps(content)})
     else:
         check_for(model, "object", ("response",))(answer)
-    return content, None, answer.get("usage")
+    # Cloudflare's shape has no finish_reason; the openai provider keeps the one it got
+    reason = answer.get("finish_reason")
+    return content, reason if isinstance(reason, str) else None, answer.get("usage")
 
 
 def read_answer(

@@ -9,6 +9,7 @@ holds no state between calls and does no I/O; the runner and ``plan`` use only t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -96,13 +97,16 @@ class Task:
 
     def requests_needed(self, call: Call) -> int:
         """How many requests ``call`` will take (for ``plan``): one, or one per audio chunk."""
-        refs = call.media()
-        return sum(ref.chunks_expected() for ref in refs) if refs else 1
+        return requests_for(call.items)
 
     # -- what the family answers -----------------------------------------------------------
 
     def estimate(self, items: Sequence[Item]) -> Estimate:
-        return self.family.estimate(items)
+        """The family's estimate, with the requests counted here for every family (a model
+        priced per request is budgeted by them)."""
+        found = self.family.estimate(items)
+        n = requests_for(items)
+        return Estimate(replace(found.expected, requests=n), replace(found.worst, requests=n))
 
     def requests(self, call: Call, media: Sequence[Media] = ()) -> Requests:
         return self.family.requests(call, media)
@@ -142,7 +146,10 @@ class Task:
             check(requests, index, answer)
 
     def usage(self, requests: Requests, answers: Sequence[Any]) -> Usage:
-        return self.family.usage(requests, answers) if answers else Usage()
+        """What the family says the answered requests consumed, and how many they were."""
+        if not answers:
+            return Usage()
+        return replace(self.family.usage(requests, answers), requests=len(answers))
 
     def neurons(self, usage: Usage) -> float:
         return neurons(self.model, usage)
@@ -159,6 +166,12 @@ class Task:
         for name, array in fan_out(call, per_item).items():
             table = table.append_column(name, array)
         return table
+
+
+def requests_for(items: Sequence[Item]) -> int:
+    """Requests a call of ``items`` takes: one, or one per audio chunk."""
+    refs = [item for item in items if isinstance(item, MediaRef)]
+    return sum(ref.chunks_expected() for ref in refs) if refs else 1
 
 
 def identity(item: Item) -> tuple[Any, ...]:
