@@ -171,3 +171,22 @@ def test_three_days_of_generation_fill_each_day_under_the_cap(
     assert len(billed) >= 3, billed  # it needed about three days
     out = pl.read_parquet(tmp_path / "out" / "days.parquet")
     assert out.height == 320 and out["_key"].n_unique() == 320
+
+
+@pytest.mark.emulator(rpm_scale=100)
+def test_a_row_whose_worst_case_never_fits_a_day_fails_with_that_reason(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    # llama-3.3's output costs 204,805 neurons per M tokens: 2,000 tokens are ~410 neurons
+    job = sample_job(
+        tmp_path, model=BIG, output_schema=None, params={"max_tokens": 2_000, "seed": 1}
+    )
+    raw = yaml.safe_load(job.read_text())
+    raw["budget"] = {"daily_neurons": 300}
+    job.write_text(yaml.safe_dump(raw))
+    result = cli(emu, tmp_path, "run", "--no-progress", str(job))
+    assert result.returncode == 3, result.stderr
+    assert "never fit" in result.stderr or "can never" in result.stderr, result.stderr
+    assert emu.stats()["neurons_today"] == 0
+    failures = pl.read_parquet(tmp_path / "out" / "insights.failures.parquet")
+    assert failures.height == 300 and set(failures["error"]) == {"CannotFit"}
