@@ -23,6 +23,7 @@ from pipelines.core.errors import (
     TransportError,
     UnknownModel,
 )
+from pipelines.emulator.inputs import validate as emulator_validate
 from pipelines.providers.refusals import error_details, error_from_response, parse_retry_after
 from pipelines.providers.wire import (
     BINARY_CONTENT_TYPE,
@@ -31,6 +32,7 @@ from pipelines.providers.wire import (
     json_inputs,
     unwrap_result,
 )
+from pipelines.tasks.generate import json_mode_body
 
 AUDIO = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256))
 
@@ -60,6 +62,18 @@ SAMPLE_INPUTS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+# The generate family's requests (pipelines/tasks/generate.py): messages and max_tokens, and
+# with an output schema the model's own JSON-mode field.
+_SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+_CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+for _model in list_models():
+    if _model.task == "generate":
+        _plain = {"messages": _CHAT, "max_tokens": 64, "seed": 7, "temperature": 0}
+        SAMPLE_INPUTS[_model.id] = [_plain]
+        if _model.json_mode != "none":
+            SAMPLE_INPUTS[_model.id].append({**_plain, **json_mode_body(_model, _SCHEMA)})
+
+
 def test_every_catalog_model_has_sample_inputs() -> None:
     assert set(SAMPLE_INPUTS) == {m.id for m in list_models()}
 
@@ -77,7 +91,12 @@ def test_request_body_matches_published_schema(model_id: str, inputs: dict[str, 
         return
     assert content_type == JSON_CONTENT_TYPE
     sent = json.loads(body)
-    jsonschema.validate(sent, model.input_schema)
+    if model.task == "generate":
+        # llama-3.3's published Async Batch branch requires nothing, so a chat body matches
+        # two oneOf branches; the emulator's validator reads that branch as it is meant
+        emulator_validate(model, sent)
+    else:
+        jsonschema.validate(sent, model.input_schema)
     if model.wire == "base64":
         assert isinstance(sent["audio"], str)
         assert base64.b64decode(sent["audio"], validate=True) == inputs["audio"]
