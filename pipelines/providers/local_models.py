@@ -26,12 +26,13 @@ def missing_modules(*modules: str) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def require(*modules: str) -> None:
-    """Raise :class:`JobError` with the install command when an optional module is missing."""
+def require(*modules: str, hint: str = INSTALL_HINT) -> None:
+    """Raise :class:`JobError` with the install command ``hint`` when an optional module is
+    missing."""
     missing = missing_modules(*modules)
     if missing:
         raise JobError(
-            f"the local provider needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}"
+            f"the local provider needs {', '.join(missing)}, which is not installed: {hint}"
         )
 
 
