@@ -38,6 +38,7 @@ from pipelines.catalog.models import get_model
 from pipelines.catalog.tokens import counting_source, tokenizer_facts
 from pipelines.emulator import EmulatorConfig, running_emulator
 from pipelines.job.load import load_job
+from pipelines.providers.registry import emulator_label
 from pipelines.run.plan import Plan, plan_job
 
 SAMPLE = ROOT / "jobs" / "review_insights.yaml"
@@ -76,7 +77,9 @@ def run(job: Path, emu_url: str, state: Path) -> None:
 def step(job: Path, emu: Any, state: Path) -> tuple[Plan, float]:
     """The plan just before a run, and what that run was billed."""
     os.environ["PIPELINES_STATE_DIR"] = str(state)
-    plan = plan_job(load_job(job))
+    loaded = load_job(job)
+    # the run's answers are the emulator's: so are the cached ones the plan may count
+    plan = plan_job(loaded, produced_by=emulator_label(get_model(loaded.task.model)))
     before = float(emu.stats()["neurons_today"])
     run(job, emu.base_url, state)
     return plan, float(emu.stats()["neurons_today"]) - before

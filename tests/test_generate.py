@@ -404,3 +404,14 @@ def test_json_mode_failures_are_asked_again_whatever_their_code_or_status(
     body = json.dumps({"success": False, "errors": [error], "messages": [], "result": {}})
     got = error_from_response(status, {}, body.encode(), model=LLAMA)
     assert isinstance(got, JsonModeUnmet) and got.scope is Scope.TRANSIENT and got.maybe_billed
+
+
+@pytest.mark.parametrize(
+    "model", [m.id for m in list_models() if m.task == "generate"], ids=lambda m: m.split("/")[-1]
+)
+def test_every_chat_model_takes_the_usual_params(tmp_path: Path, model: str) -> None:
+    # gpt-oss nests its Prompt and Messages forms inside a oneOf branch: still its options
+    task = f'kind: generate\nmodel: "{model}"\nprompt: "{{{{ text }}}}"\n'
+    path = job_file(tmp_path, task + "params: {max_tokens: 50, seed: 3, temperature: 0}")
+    code, lines = validate(path)
+    assert code == 0, lines

@@ -157,12 +157,17 @@ def _load() -> dict[str, ModelInfo]:
 
 
 def schema_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Top-level properties of a published JSON schema, across ``oneOf``/``anyOf`` branches."""
+    """Top-level properties of a published JSON schema, across ``oneOf``/``anyOf`` branches
+    at any depth (gpt-oss nests its Prompt and Messages forms in a branch of a ``oneOf``)."""
     props: dict[str, dict[str, Any]] = {}
-    for branch in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
-        if isinstance(branch, dict):
-            for name, spec in (branch.get("properties") or {}).items():
-                props.setdefault(name, spec if isinstance(spec, dict) else {})
+    pending: list[Any] = [schema]
+    while pending:
+        branch = pending.pop(0)
+        if not isinstance(branch, dict):
+            continue
+        for name, spec in (branch.get("properties") or {}).items():
+            props.setdefault(name, spec if isinstance(spec, dict) else {})
+        pending.extend([*branch.get("oneOf", []), *branch.get("anyOf", [])])
     return props
 
 
