@@ -3,9 +3,9 @@
 Cloudflare bills per model in neurons per million input tokens, per million output tokens,
 or per audio minute (``../shared/workers-ai-facts.md`` §3); text-to-image models per 512×512
 tile of the image and per diffusion step (``../shared/workers-ai-generation-facts.md`` §6).
-Whether Cloudflare rounds per request is undocumented; we never round, so sums stay exact. A model outside the catalog
-(:mod:`pipelines.catalog.external`) may be priced per request instead: its job caps
-requests a day, and each request costs one unit.
+Whether Cloudflare rounds per request is undocumented; we never round, so sums stay exact.
+A model outside the catalog (:mod:`pipelines.catalog.external`) may be priced per request
+instead: its job caps requests a day, and each request costs one unit.
 """
 
 from __future__ import annotations
