@@ -228,6 +228,9 @@ def test_repair_makes_deleted_images_again_and_plan_counts_them(
     plain = cli(emu, tmp_path, "run", "--no-progress", str(job))
     assert plain.returncode == 0 and "2 images of the index are missing" in plain.stderr
     assert "--repair" in plain.stderr and emu.stats()["models"][SDXL]["requests"] == 6
+    manifest = json.loads((tmp_path / "out" / "index.manifest.json").read_text())
+    assert manifest["images"] == str((tmp_path / "out" / "img").resolve())
+    assert manifest["last_run"]["images_missing"] == 2
     repaired = cli(emu, tmp_path, "run", "--no-progress", "--repair", str(job))
     assert repaired.returncode == 0, repaired.stderr
     assert "images made again 2" in repaired.stdout
@@ -331,6 +334,29 @@ def test_the_local_provider_refuses_an_image_job_before_reading_a_row(tmp_path: 
     assert "image generation has no offline model" in line and "--provider emulator" in line
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "index.parquet").exists()
+    assert not (tmp_path / "out" / "img").exists()
+    openai = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "--no-progress",
+            "--provider",
+            "openai",
+            str(job),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PIPELINES_STATE_DIR": str(tmp_path / "state"),
+            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+            "OPENAI_API_KEY": "k",
+        },
+    )
+    assert openai.returncode == 2 and "provider openai runs embedding" in openai.stderr
     assert not (tmp_path / "out" / "img").exists()
 
 
