@@ -116,6 +116,10 @@ def test_a_job_writes_each_image_and_its_index_row_once(
     )
     requests = emu.stats()["models"][SDXL]["requests"]
     assert requests == 12 and emu.stats()["neurons_today"] == 0  # beta: counted, not priced
+    account = "emulator@" + emu.base_url.split("/client/")[0]  # the emulator's own ledger
+    budget = json.loads(cli(emu, tmp_path, "budget", "--json", "--account", account).stdout)
+    (row,) = budget["by_job_model"]  # the ledger records each image at 0 neurons
+    assert (row["model"], row["requests"], row["committed"]) == (SDXL, 12, 0.0)
     again = cli(emu, tmp_path, "run", "--no-progress", str(job))
     assert again.returncode == 0 and emu.stats()["models"][SDXL]["requests"] == 12
 

@@ -217,3 +217,18 @@ def test_the_writer_writes_each_file_before_the_row_and_drops_the_bytes(tmp_path
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
         Path(f).name for f in files
     )
+
+
+def test_steps_unknown_to_the_model_and_the_job_are_budgeted_at_the_maximum(
+    tmp_path: Path,
+) -> None:
+    lucid = image_task(tmp_path, "@cf/leonardo/lucid-origin", params="{width: 512, height: 512}")
+    (call,), _ = lucid.prepare(rows(title=["cat"]))
+    assert (call.usage.tiles, call.usage.steps) == (1, 40)  # no published default: the max
+    assert "steps" not in lucid.requests(call).bodies[0]  # the model's own default is used
+    columns = lucid.parse(lucid.requests(call), [picture("JPEG")])
+    assert columns["steps"][0].as_py() is None  # the index does not pretend to know
+    asked = image_task(tmp_path, "@cf/leonardo/lucid-origin", params="{num_steps: 12}")
+    (call,), _ = asked.prepare(rows(title=["cat"]))
+    assert call.usage.steps == 12
+    assert asked.parse(asked.requests(call), [picture("JPEG")])["steps"][0].as_py() == 12

@@ -196,11 +196,20 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings, account: s
         output_varies=task.varies_output,
         daily_neurons=budget.daily_neurons,
         available_today=available,
-        days_at_cap=round(neurons / per_day, 2) if per_day > 0 else math.inf,
+        days_at_cap=_days(task, neurons, per_day, tally.requests),
         unit=task.model.budget_unit,
         rows_missing=tally.missing,
         **_per_image(task, per_day),
     )
+
+
+def _days(task: Task, neurons: float, per_day: float, requests: int) -> float:
+    """Days the pending work needs at the daily cap; an image job's also at its model's
+    requests a minute (what limits a beta model, which costs no neurons)."""
+    days = round(neurons / per_day, 2) if per_day > 0 else math.inf
+    if task.per_image is not None:
+        days = max(days, round(requests / (task.model.rpm * 24 * 60), 2))
+    return days
 
 
 def _per_image(task: Task, per_day: float) -> dict[str, Any]:

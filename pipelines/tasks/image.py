@@ -95,8 +95,12 @@ class ImageFamily:
             takes.get("seed", {}).get("minimum"),
             takes.get("seed", {}).get("maximum"),
         )
-        self.steps = image_steps(model, self.params)
         self.per_image = image_usage(model, self.params)
+        # the index's steps: as asked, or the model's published default; unknown (null)
+        # when neither is (lucid-origin without steps is budgeted at its maximum)
+        asked = any(name in self.params for name in ("steps", "num_steps"))
+        known = asked or (model.image is not None and model.image.default_steps is not None)
+        self.steps = image_steps(model, self.params) if known else None
         read = [
             *template_columns(task.templates()),
             *([task.seed_column] if task.seed_column else []),
