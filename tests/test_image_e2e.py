@@ -247,6 +247,26 @@ def test_repair_makes_deleted_images_again_and_plan_counts_them(
 
 
 @pytest.mark.emulator(rpm_scale=100)
+def test_a_row_that_now_fails_loses_its_image_with_its_index_row(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    products(tmp_path / "products.csv", ["p0", "p1", "p2"])
+    job = image_job(tmp_path)
+    assert cli(emu, tmp_path, "run", "--no-progress", str(job)).returncode == 0
+    # p1's seed becomes unusable (its old picture is out of date); p2 is repeated in the input
+    lines = (tmp_path / "products.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",not-a-seed"
+    (tmp_path / "products.csv").write_text("\n".join([*lines, lines[3]]) + "\n")
+    result = cli(emu, tmp_path, "run", "--no-progress", str(job))
+    assert result.returncode == 1, result.stderr
+    failures = pl.read_parquet(tmp_path / "out" / "index.failures.parquet")
+    assert sorted(failures["error"]) == ["DuplicateKey", "InvalidInput"]
+    index = assert_every_row_has_its_file(tmp_path)
+    assert sorted(index["_key"]) == ["p0", "p2"]
+    assert sorted(p.name for p in (tmp_path / "out" / "img").iterdir()) == ["p0.png", "p2.png"]
+
+
+@pytest.mark.emulator(rpm_scale=100)
 def test_fresh_removes_exactly_the_images_pipelines_made(
     tmp_path: Path, emu: RunningEmulator
 ) -> None:

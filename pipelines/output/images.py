@@ -6,6 +6,10 @@ name; the folder fsync'ed once per batch), then the rows, with the ``file`` each
 to the journal. A crash in between leaves a file whose row is not done: the row is sent
 again and its file replaced, so an index row never points at a file that was not written.
 
+A row that fails after it had an image (drawn again because its prompt changed) loses its
+index row, and :meth:`ImageWriter.forget` removes its out-of-date file, so the folder holds
+what the index names.
+
 A file's name is the key when the key is made of lower-case letters, digits, ``.``, ``_``
 and ``-`` only (and does not start with ``.`` or ``-``); any other key is made safe (other
 characters become ``_``, a leading ``.`` or ``-`` too, at most :data:`MAX_STEM` of it kept)
@@ -31,7 +35,8 @@ from pipelines.core.files import atomic_write, fsync_dir
 from pipelines.job.paths import JobPaths
 from pipelines.job.spec import Job
 from pipelines.media.images import EXTENSIONS
-from pipelines.output.merge import read_chunks
+from pipelines.output.merge import DUPLICATE_KEY, read_chunks
+from pipelines.tasks.base import RowFailure
 
 MAX_STEM = 100
 HASH_CHARS = 12
@@ -114,6 +119,22 @@ class ImageWriter:
         at = table.column_names.index("file")
         table = table.set_column(at, table.field(at), pa.array(files, pa.string()))
         return table.drop_columns([IMAGE_DATA])
+
+    def forget(self, failures: list[RowFailure]) -> int:
+        """Remove the files of rows that now fail: a row drawn again (its prompt or seed
+        changed) that fails loses its old row in the index, and so its old, out-of-date
+        file; a DuplicateKey record is about the input, not the key's image, and removes
+        nothing. Returns how many files went."""
+        removed = 0
+        for failure in failures:
+            if failure.error == DUPLICATE_KEY:
+                continue
+            for ext in sorted(set(EXTENSIONS.values())):
+                path = self.folder / f"{image_stem(failure.key)}.{ext}"
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
 
 def sweep_temporary(folder: Path) -> None:

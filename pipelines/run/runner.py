@@ -343,6 +343,8 @@ class Runner:
             if "truncated" in merged.column_names:  # generate: cut off at max_tokens
                 self.report.rows_truncated += int(pc.sum(merged.column("truncated")).as_py() or 0)
         if failures:
+            if self.images is not None:  # an out-of-date image goes with its index row
+                await asyncio.to_thread(self.images.forget, failures)
             await asyncio.to_thread(self.store.write_failures, failures)
             self.report.rows_failed += len(failures)
         if self.ctx.progress is not None and (tables or failures):
