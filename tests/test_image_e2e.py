@@ -22,6 +22,7 @@ import yaml
 
 from pipelines.emulator.server import RunningEmulator
 from pipelines.media.images import inspect_image
+from pipelines.output.images import OWNER_FILE
 
 SDXL = "@cf/bytedance/stable-diffusion-xl-lightning"
 FLUX = "@cf/black-forest-labs/flux-1-schnell"
@@ -76,6 +77,11 @@ def image_job(tmp: Path, model: str = SDXL, **overrides: Any) -> Path:
     return path
 
 
+def names_in(folder: Path) -> list[str]:
+    """The files in an images folder, without its owner marker."""
+    return sorted(p.name for p in folder.iterdir() if p.name != OWNER_FILE)
+
+
 def index_rows(tmp: Path) -> pl.DataFrame:
     return pl.read_parquet(tmp / "out" / "index.parquet")
 
@@ -111,9 +117,7 @@ def test_a_job_writes_each_image_and_its_index_row_once(
     assert index["prompt"][0].startswith("A studio photo of a ")
     assert set(index["negative_prompt"]) == {"blurry"} and set(index["model"]) == {SDXL}
     assert sorted(index["file"]) == sorted(f"img/p{i}.png" for i in range(12))
-    assert sorted(p.name for p in (tmp_path / "out" / "img").iterdir()) == sorted(
-        f"p{i}.png" for i in range(12)
-    )
+    assert names_in(tmp_path / "out" / "img") == sorted(f"p{i}.png" for i in range(12))
     requests = emu.stats()["models"][SDXL]["requests"]
     assert requests == 12 and emu.stats()["neurons_today"] == 0  # beta: counted, not priced
     account = "emulator@" + emu.base_url.split("/client/")[0]  # the emulator's own ledger
@@ -162,7 +166,7 @@ def test_an_image_that_never_decodes_is_a_retryable_failure_and_no_file(
     failures = pl.read_parquet(tmp_path / "out" / "index.failures.parquet")
     assert set(failures["error"]) == {"TransportError"} and failures["retryable"].all()
     assert failures["message"].str.contains("does not decode").all()
-    assert not list((tmp_path / "out" / "img").iterdir())
+    assert names_in(tmp_path / "out" / "img") == []
     # each try was served and billed (57.6 a picture): the ledger counted them all
     assert emu.stats()["neurons_today"] == pytest.approx(6 * 57.6)
     assert "neurons 345.6" in result.stdout
@@ -212,7 +216,7 @@ def test_kill_9_mid_run_then_resume_makes_every_image_exactly_once(
     # rows journaled before the kill were not made again: at most the requests in flight
     total = emu.stats()["models"][SDXL]["requests"]
     assert 40 <= total <= 40 + 3, (before, total)
-    assert len(list((tmp_path / "out" / "img").iterdir())) == 40  # orphans were overwritten
+    assert len(names_in(tmp_path / "out" / "img")) == 40  # orphans were overwritten
 
 
 @pytest.mark.emulator(rpm_scale=100)
@@ -263,7 +267,7 @@ def test_a_row_that_now_fails_loses_its_image_with_its_index_row(
     assert sorted(failures["error"]) == ["DuplicateKey", "InvalidInput"]
     index = assert_every_row_has_its_file(tmp_path)
     assert sorted(index["_key"]) == ["p0", "p2"]
-    assert sorted(p.name for p in (tmp_path / "out" / "img").iterdir()) == ["p0.png", "p2.png"]
+    assert names_in(tmp_path / "out" / "img") == ["p0.png", "p2.png"]
 
 
 @pytest.mark.emulator(rpm_scale=100)
@@ -281,7 +285,7 @@ def test_fresh_removes_exactly_the_images_pipelines_made(
     assert refused.returncode == 2 and "--fresh" in refused.stderr  # the prompt changed
     result = cli(emu, tmp_path, "run", "--no-progress", "--fresh", str(changed))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out" / "img").iterdir()) == [
+    assert names_in(tmp_path / "out" / "img") == [
         "new-1.png",
         "notes.txt",
     ]

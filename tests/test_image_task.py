@@ -18,7 +18,7 @@ from pipelines.catalog.models import get_model
 from pipelines.core.columns import IMAGE_DATA, KEY
 from pipelines.core.errors import TransportError
 from pipelines.job.load import load_job
-from pipelines.output.images import ImageWriter, image_file, image_stem
+from pipelines.output.images import OWNER_FILE, ImageWriter, image_file, image_stem
 from pipelines.tasks.registry import make_task
 from pipelines.tasks.task import Task
 
@@ -198,7 +198,7 @@ def test_the_writer_writes_each_file_before_the_row_and_drops_the_bytes(tmp_path
     png, jpeg = picture("PNG"), picture("JPEG")
     (tmp_path / "images" / ".1.png.tmp-deadbeef").write_bytes(b"left by a crash")
     ImageWriter(tmp_path / "images", tmp_path / "out" / "index.parquet").open()
-    assert not list((tmp_path / "images").glob(".*"))  # swept
+    assert [p.name for p in (tmp_path / "images").glob(".*")] == [OWNER_FILE]  # swept
     table = pa.table(
         {
             KEY: ["1", "../../etc/x"],
@@ -215,7 +215,7 @@ def test_the_writer_writes_each_file_before_the_row_and_drops_the_bytes(tmp_path
     for name, data in zip(files, (png, jpeg), strict=True):
         assert (tmp_path / "out" / name).read_bytes() == data
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
-        Path(f).name for f in files
+        [OWNER_FILE, *(Path(f).name for f in files)]
     )
 
 
@@ -232,3 +232,14 @@ def test_steps_unknown_to_the_model_and_the_job_are_budgeted_at_the_maximum(
     (call,), _ = asked.prepare(rows(title=["cat"]))
     assert call.usage.steps == 12
     assert asked.parse(asked.requests(call), [picture("JPEG")])["steps"][0].as_py() == 12
+
+
+def test_two_outputs_never_share_an_images_folder(tmp_path: Path) -> None:
+    from pipelines.core.errors import OutputError
+
+    (tmp_path / "a").mkdir()
+    ImageWriter(tmp_path / "images", tmp_path / "a" / "index.parquet").open()
+    ImageWriter(tmp_path / "images", tmp_path / "a" / "index.parquet").open()  # its own: fine
+    other = ImageWriter(tmp_path / "images", tmp_path / "b.parquet")
+    with pytest.raises(OutputError, match="holds the images of another output"):
+        other.claim()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ _PLAIN = re.compile(r"[a-z0-9_][a-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Names Windows keeps for devices, whatever the extension.
 _DEVICES = {"con", "prn", "aux", "nul", *(f"{p}{i}" for p in ("com", "lpt") for i in range(10))}
+# In the folder, naming the index whose images it holds (two outputs never share a folder).
+OWNER_FILE = ".pipelines-images.json"
 _TEMPORARY = tuple(f".*.{ext}.tmp-*" for ext in sorted(set(EXTENSIONS.values())))
 
 
@@ -73,6 +76,7 @@ class ImageWriter:
 
     def __init__(self, folder: Path, index: Path) -> None:
         self.folder = folder
+        self.index = index
         self.index_folder = index.parent
 
     @classmethod
@@ -82,10 +86,25 @@ class ImageWriter:
             return None
         return cls(job.images_path, job.output_path)
 
+    def claim(self) -> None:
+        """Refuse a folder another output's images are in: files are named by key, so two
+        jobs sharing a folder would overwrite each other's pictures. Only reads."""
+        owner = owner_of(self.folder)
+        if owner is not None and owner != str(self.index.resolve()):
+            raise OutputError(
+                f"{self.folder} holds the images of another output ({owner}); their files "
+                "are named by key and would be overwritten: choose another output.images"
+            )
+
     def open(self) -> None:
-        """Make the folder, and sweep what a crash left in the middle of an atomic write."""
+        """Make the folder (marked as this output's), and sweep what a crash left in the
+        middle of an atomic write."""
+        self.claim()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            marker = self.folder / OWNER_FILE
+            if not marker.exists():
+                atomic_write(marker, json.dumps({"index": str(self.index.resolve())}) + "\n")
         except OSError as exc:
             raise OutputError(
                 f"cannot make the images folder {self.folder} ({exc.strerror or exc}); choose "
@@ -135,6 +154,15 @@ class ImageWriter:
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def owner_of(folder: Path) -> str | None:
+    """The index whose images ``folder`` holds (its marker file), or None."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8")).get("index")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
 
 
 def sweep_temporary(folder: Path) -> None:
@@ -196,5 +224,7 @@ def remove_images(paths: JobPaths, sources: list[Path]) -> None:
                 if path is not None and path.is_file():
                     path.unlink(missing_ok=True)
     sweep_temporary(folder)
+    if [p.name for p in folder.iterdir()] == [OWNER_FILE]:
+        (folder / OWNER_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when empty: anything someone else put there stays

@@ -139,6 +139,8 @@ class Runner:
         use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
         self.report.rows_total = source.count()
+        if self.images is not None:  # before --fresh removes anything
+            self.images.claim()
         self.store.open(fresh=self.settings.fresh)
         if self.images is not None:
             self.images.open()
