@@ -86,13 +86,19 @@ class ImageWriter:
             return None
         return cls(job.images_path, job.output_path)
 
+    def _owner(self) -> str:
+        """The index, relative to the folder (moving a project folder keeps it)."""
+        folder = os.path.realpath(self.folder)
+        return Path(os.path.relpath(os.path.realpath(self.index), folder)).as_posix()
+
     def claim(self) -> None:
         """Refuse a folder another output's images are in: files are named by key, so two
         jobs sharing a folder would overwrite each other's pictures. Only reads."""
         owner = owner_of(self.folder)
-        if owner is not None and owner != str(self.index.resolve()):
+        if owner is not None and owner != self._owner():
             raise OutputError(
-                f"{self.folder} holds the images of another output ({owner}); their files "
+                f"{self.folder} holds the images of another output ({owner}, relative to the "
+                "folder); their files "
                 "are named by key and would be overwritten: choose another output.images"
             )
 
@@ -104,7 +110,7 @@ class ImageWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             marker = self.folder / OWNER_FILE
             if not marker.exists():
-                atomic_write(marker, json.dumps({"index": str(self.index.resolve())}) + "\n")
+                atomic_write(marker, json.dumps({"index": self._owner()}) + "\n")
         except OSError as exc:
             raise OutputError(
                 f"cannot make the images folder {self.folder} ({exc.strerror or exc}); choose "
