@@ -46,6 +46,8 @@ def relocate(job_path: Path, folder: Path) -> Path:
     raw = yaml.safe_load(job_path.read_text())
     raw["source"]["path"] = str((job_path.parent / raw["source"]["path"]).resolve())
     raw["output"]["path"] = str(folder / "out" / Path(raw["output"]["path"]).name)
+    if "images" in raw["output"]:  # an image job's files go there too
+        raw["output"]["images"] = str(folder / "out" / Path(raw["output"]["images"]).name)
     raw.pop("budget", None)  # measure the estimate, not the cap
     copy = folder / job_path.name
     copy.write_text(yaml.safe_dump(raw))

@@ -2,7 +2,8 @@
 
 Deterministic (seeded) and offline: ``python3 sample_data/generate.py`` rewrites
 ``corpus.csv`` (300 documents, mostly English), ``reviews.parquet`` (300 clearly positive or
-negative product reviews) and ``phrases.csv`` (50 phrases with per-row languages).
+negative product reviews), ``phrases.csv`` (50 phrases with per-row languages) and
+``products.csv`` (24 products to draw, each with a seed).
 """
 
 from __future__ import annotations
@@ -221,6 +222,39 @@ def _phrases(rng: random.Random) -> list[dict[str, str]]:
     return rows
 
 
+PRODUCTS = [
+    "armchair",
+    "desk lamp",
+    "kettle",
+    "wall clock",
+    "flower vase",
+    "coffee mug",
+    "backpack",
+    "sneaker",
+    "teapot",
+    "bookshelf",
+    "floor lamp",
+    "water bottle",
+]
+MATERIALS = ["oak", "brushed steel", "ceramic", "recycled plastic", "walnut", "linen"]
+COLOURS = ["sage green", "terracotta", "navy blue", "mustard yellow", "charcoal", "ivory"]
+
+
+def _products(rng: random.Random) -> list[dict[str, str]]:
+    rows = []
+    for i in range(1, 25):
+        rows.append(
+            {
+                "sku": f"sku-{i:03d}",
+                "product": PRODUCTS[(i - 1) % len(PRODUCTS)],
+                "material": rng.choice(MATERIALS),
+                "colour": rng.choice(COLOURS),
+                "seed": str(rng.randrange(1, 2**31)),
+            }
+        )
+    return rows
+
+
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
@@ -229,7 +263,7 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def main() -> None:
-    """Write the three files next to this script."""
+    """Write the four files next to this script."""
     rng = random.Random(SEED)
     _write_csv(HERE / "corpus.csv", _corpus(rng))
     reviews = pa.table(
@@ -238,6 +272,8 @@ def main() -> None:
     )
     pq.write_table(reviews, HERE / "reviews.parquet", compression="zstd")
     _write_csv(HERE / "phrases.csv", _phrases(rng))
+    # its own sequence, so the files above stay as they were before it was added
+    _write_csv(HERE / "products.csv", _products(random.Random(SEED + 1)))
 
 
 if __name__ == "__main__":

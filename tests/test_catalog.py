@@ -88,3 +88,48 @@ def test_models_command_table_and_json() -> None:
     as_json = runner.invoke(main, ["models", "--json"])
     rows = json.loads(as_json.output)
     assert {r["id"] for r in rows} >= REQUIRED
+
+
+IMAGE_MODELS = {
+    "@cf/black-forest-labs/flux-1-schnell",
+    "@cf/bytedance/stable-diffusion-xl-lightning",
+    "@cf/stabilityai/stable-diffusion-xl-base-1.0",
+    "@cf/lykon/dreamshaper-8-lcm",
+    "@cf/leonardo/phoenix-1.0",
+    "@cf/leonardo/lucid-origin",
+}
+
+
+def test_image_models_are_priced_per_tile_and_step_as_published() -> None:
+    from pipelines.catalog.images import image_usage, tiles
+
+    assert {m.id for m in list_models() if m.task == "image"} == IMAGE_MODELS
+    for model_id in IMAGE_MODELS:
+        model = get_model(model_id)
+        assert model.image is not None and model.rpm == 720 and model.max_items == 1
+    flux = get_model("@cf/black-forest-labs/flux-1-schnell")
+    # no size in flux's schema: budgeted as 1024x1024, the upper reading (4 tiles)
+    assert image_usage(flux, {}) == Usage(tiles=4, steps=4)
+    assert neurons(flux, image_usage(flux, {"steps": 4})) == pytest.approx(57.6)
+    assert neurons(flux, image_usage(flux, {"steps": 8})) == pytest.approx(96.0)
+    assert int(10_000 // neurons(flux, image_usage(flux, {}))) == 173
+    phoenix = get_model("@cf/leonardo/phoenix-1.0")
+    assert neurons(phoenix, image_usage(phoenix, {})) == pytest.approx(4 * 530 + 25 * 10)
+    lucid = get_model("@cf/leonardo/lucid-origin")
+    # 1120 px a side is 3 tiles a side rounded up; no published default steps: the maximum
+    assert image_usage(lucid, {}) == Usage(tiles=9, steps=40)
+    assert image_usage(lucid, {"num_steps": 10, "width": 512, "height": 512}).steps == 10
+    # sizes that are not multiples of 512 round up on each side, never under-counting
+    assert (tiles(512, 512), tiles(513, 512), tiles(1000, 600), tiles(256, 256)) == (1, 2, 4, 1)
+    for beta in ("stable-diffusion-xl-lightning", "stable-diffusion-xl-base-1.0"):
+        model = next(m for m in list_models() if m.short_name == beta)
+        assert model.image is not None and not model.image.priced
+        assert neurons(model, image_usage(model, {})) == 0.0
+
+
+def test_models_command_shows_image_prices() -> None:
+    table = CliRunner().invoke(main, ["models"]).output
+    assert "4.8/tile + 9.6/step" in table and "0 (beta, unpriced)" in table
+    rows = json.loads(CliRunner().invoke(main, ["models", "--json"]).output)
+    flux = next(r for r in rows if r["id"].endswith("flux-1-schnell"))
+    assert flux["neurons_per_tile"] == 4.8 and flux["image"]["answer"] == "base64"

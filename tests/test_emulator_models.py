@@ -33,6 +33,11 @@ def output_errors(model: ModelInfo, output: Any) -> list[str]:
     which every object matches, so a correct ``{shape, data}`` answer matches two branches
     and strict ``oneOf`` fails. Such ambiguities are tolerated only if some branch matches.
     """
+    if isinstance(output, bytes):  # a binary answer: the schema says its type, not its JSON
+        from pipelines.media.images import inspect_image
+
+        wanted = model.output_schema["contentType"].removeprefix("image/")
+        return [] if inspect_image(output).format == wanted else [f"not a {wanted} image"]
     validator = jsonschema.Draft202012Validator(model.output_schema)
     return [
         e.message
@@ -44,6 +49,11 @@ def output_errors(model: ModelInfo, output: Any) -> list[str]:
 def run(client: httpx.Client, model: str, **kwargs: Any) -> Any:
     response = client.post(f"/run/{model}", **kwargs)
     assert response.status_code == 200, response.text
+    facts = get_model(model).image
+    if facts is not None and facts.answer == "binary":
+        # the image itself is the body, as the published output schema's contentType says
+        assert response.headers["content-type"] == get_model(model).output_schema["contentType"]
+        return response.content
     body = response.json()
     assert body["success"] is True and body["errors"] == [] and body["messages"] == []
     return body["result"]
@@ -55,6 +65,7 @@ SAMPLE_INPUTS: dict[str, list[dict[str, Any]]] = {
     "rerank": [{"json": {"query": "cats", "contexts": [{"text": "cats purr"}, {"text": "tax"}]}}],
     "translate": [{"json": {"text": "Good morning", "target_lang": "es"}}],
     "generate": [{"json": {"messages": [{"role": "user", "content": "Say hello"}]}}],
+    "image": [{"json": {"prompt": "a lighthouse at dusk"}}],
 }
 
 
@@ -70,6 +81,8 @@ def _inputs(model: ModelInfo) -> list[dict[str, Any]]:
             cases += [{"json": {"queries": ["q"], "documents": "d"}}]
         if "pooling" in str(model.input_schema):
             cases += [{"json": {"text": ["x"], "pooling": "cls"}}]
+        if model.image is not None and model.image.sizable:
+            cases += [{"json": {"prompt": "a lighthouse", "width": 256, "height": 320, "seed": 1}}]
         if model.request_form == "messages":
             cases += [{"json": {"prompt": "Say hello", "max_tokens": 4}}]
         return cases

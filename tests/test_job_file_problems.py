@@ -259,17 +259,18 @@ def _job_data(kind: str, model: ModelInfo) -> dict[str, Any]:
     """The smallest valid job of ``kind`` with ``model`` (as data, for building families)."""
     audio = kind == "transcribe"
     task: dict[str, Any] = {"kind": kind, "model": model.id}
-    if kind == "generate":
+    if kind in ("generate", "image"):
         task["prompt"] = "{{ text }}"
     elif not audio:
         task["input"] = "text"
     if kind == "translate":
         task["params"] = {"target_lang": "fr"}
+    output = {"path": "out.parquet"} | ({"images": "images"} if kind == "image" else {})
     return {
         "name": "x",
         "source": {"kind": "audio" if audio else "csv", "path": "in"},
         "task": task,
-        "output": {"path": "out.parquet"},
+        "output": output,
     }
 
 
@@ -309,7 +310,9 @@ def _job_text(kind: str, tail: str = "", **task: str) -> str:
         f"  {k}: {v!r}" if k in ("model", "prompt") else f"  {k}: {v}"
         for k, v in data["task"].items()
     ]
-    lines += ["output:", "  path: out.parquet", tail]
+    lines += ["output:", "  path: out.parquet"]
+    lines += [f"  images: {data['output']['images']}"] if "images" in data["output"] else []
+    lines += [tail]
     return "\n".join(lines).replace("{'target_lang': 'fr'}", "{target_lang: fr}") + "\n"
 
 
@@ -343,7 +346,7 @@ def test_keeping_a_column_pipelines_writes_is_refused_at_load(
 
 
 @pytest.mark.parametrize(
-    ("kind", "column"), [c for c in CASES if c[0] not in ("transcribe", "generate")]
+    ("kind", "column"), [c for c in CASES if c[0] not in ("transcribe", "generate", "image")]
 )
 def test_reading_a_column_pipelines_writes_is_refused_at_load(
     tmp_path: Path, kind: str, column: str
@@ -400,5 +403,5 @@ def test_readme_lists_the_columns_pipelines_writes_and_the_example_jobs() -> Non
         for name in names:
             assert f"`{name}`" in section, name
     count = len(list((REPO / "jobs").glob("*.yaml")))
-    words = {4: "four", 5: "five", 6: "six", 7: "seven"}
+    words = {4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
     assert f"{words[count]} example jobs" in section

@@ -52,6 +52,7 @@ QWEN = get_model("@cf/qwen/qwen3-embedding-0.6b")
 SST2 = get_model("@cf/huggingface/distilbert-sst-2-int8")
 M2M = get_model("@cf/meta/m2m100-1.2b")
 RERANKER = get_model("@cf/baai/bge-reranker-base")
+FLUX = get_model("@cf/black-forest-labs/flux-1-schnell")
 WHISPER = get_model("@cf/openai/whisper")
 TINY = get_model("@cf/openai/whisper-tiny-en")
 TURBO = get_model("@cf/openai/whisper-large-v3-turbo")
@@ -128,7 +129,9 @@ def test_word_error_rate_counts_edits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "noun"), [(M2M, "translation"), (RERANKER, "reranking")], ids=["m2m100", "reranker"]
+    ("model", "noun"),
+    [(M2M, "translation"), (RERANKER, "reranking"), (FLUX, "image generation")],
+    ids=["m2m100", "reranker", "flux"],
 )
 def test_tasks_without_an_offline_model_fail_fast_naming_the_alternatives(
     model: ModelInfo, noun: str
@@ -157,7 +160,9 @@ def test_every_other_catalog_model_is_supported() -> None:
             provider.produced_by(model)  # checks the task and the packages, loads nothing
         except JobError:
             unsupported.add(model.id)
-    assert unsupported == {M2M.id, RERANKER.id}  # every chat model runs on SmolLM2
+    images = {m.id for m in list_models() if m.task == "image"}
+    # every chat model runs on SmolLM2; image models have no offline model
+    assert unsupported == {M2M.id, RERANKER.id, *images}
 
 
 def test_missing_dependency_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,8 @@ def test_plan_counts_the_requests_the_run_sends(job_file: Path, tmp_path: Path) 
     raw = yaml.safe_load(job_file.read_text())
     raw["source"]["path"] = str((job_file.parent / raw["source"]["path"]).resolve())
     raw["output"]["path"] = str(tmp_path / Path(raw["output"]["path"]).name)
+    if "images" in raw["output"]:  # an image job's files go there too
+        raw["output"]["images"] = str(tmp_path / Path(raw["output"]["images"]).name)
     raw.setdefault("limits", {})["requests_per_minute"] = 100_000  # no 3021, no retries
     raw.pop("budget", None)  # the whole job, not what one run's cap allows
     copy = tmp_path / job_file.name

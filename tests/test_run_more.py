@@ -139,6 +139,8 @@ def test_every_example_job_runs_against_the_emulator(
     raw = yaml.safe_load(job_file.read_text())
     raw["source"]["path"] = str((job_file.parent / raw["source"]["path"]).resolve())
     raw["output"]["path"] = str(tmp_path / "out" / Path(raw["output"]["path"]).name)
+    if "images" in raw["output"]:  # an image job's folder of files goes there too
+        raw["output"]["images"] = str(tmp_path / "out" / Path(raw["output"]["images"]).name)
     raw.setdefault("limits", {})["requests_per_minute"] = 100_000  # the emulator allows it
     copy = tmp_path / job_file.name
     copy.write_text(yaml.safe_dump(raw))

@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 
 from pipelines.catalog.models import get_model, list_models
-from pipelines.emulator import EmulatorConfig, chat
+from pipelines.core.columns import IMAGE_DATA
+from pipelines.emulator import EmulatorConfig, chat, images
 from pipelines.emulator.envelope import dumps
 from pipelines.emulator.inputs import ModelInput
 from pipelines.emulator.outputs import infer
@@ -34,6 +35,7 @@ MODELS = {
     "translate": "@cf/meta/m2m100-1.2b",
     "transcribe": "@cf/openai/whisper",
     "generate": "@cf/meta/llama-3.1-8b-instruct-fp8",
+    "image": "@cf/bytedance/stable-diffusion-xl-lightning",
 }
 
 
@@ -47,11 +49,12 @@ def task_for(tmp: Path, kind: str, model: str | None = None) -> Task:
         params = "{source_lang: en, target_lang: fr}" if kind == "translate" else "{}"
         source = "{kind: csv, path: in.csv, key: id}"
         task = f'{{kind: {kind}, model: "{model}", input: text, params: {params}}}'
-        if kind == "generate":
-            task = f'{{kind: generate, model: "{model}", prompt: "{{{{ text }}}}"}}'
+        if kind in ("generate", "image"):
+            task = f'{{kind: {kind}, model: "{model}", prompt: "{{{{ text }}}}"}}'
     (tmp / "in.csv").write_text("id,text\n1,x\n")
+    images = ", images: images" if kind == "image" else ""
     (tmp / "job.yaml").write_text(
-        f"name: t\nsource: {source}\ntask: {task}\noutput: {{path: out.parquet}}\n"
+        f"name: t\nsource: {source}\ntask: {task}\noutput: {{path: out.parquet{images}}}\n"
     )
     job = load_job(tmp / "job.yaml")
     return make_task(job, get_model(model), [])
@@ -222,9 +225,13 @@ def test_every_models_faithful_answer_passes_its_familys_checks(
     if model.task == "generate":  # the chat models' answers come from their own module
         config = EmulatorConfig(plan="paid")
         results = [chat.infer(model, i, config, created=0).result for i in inputs]
+    elif model.task == "image":  # so do the image models'; a binary answer is its bytes
+        drawn = [images.infer(model, i, EmulatorConfig()).result for i in inputs]
+        results = [r.data if isinstance(r, images.BinaryBody) else r for r in drawn]
     else:
         results = [infer(model, i, seed=0).result for i in inputs]
-    answers = [json.loads(dumps(r)) for r in results]
+    answers = [r if isinstance(r, bytes) else json.loads(dumps(r)) for r in results]
     columns = task.parse(requests, answers)
-    assert {f.name for f in task.family.fields} == set(columns)
+    extra = {IMAGE_DATA} if model.task == "image" else set()  # the bytes, for the writer
+    assert {f.name for f in task.family.fields} | extra == set(columns)
     assert all(len(array) == call.size for array in columns.values())

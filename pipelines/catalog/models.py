@@ -15,7 +15,7 @@ from typing import Any, Literal, cast
 
 from pipelines.core.errors import UnknownModel
 
-TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank", "generate"]
+TaskKind = Literal["embed", "classify", "translate", "transcribe", "rerank", "generate", "image"]
 WireFormat = Literal["json", "binary", "base64"]
 TokenizerKind = Literal[
     "bert-uncased",
@@ -42,6 +42,43 @@ RequestForm = Literal["messages", "chat", "none"]
 # outside the catalog (reached with the ``openai`` provider) the tokens or requests its job
 # caps. The ledger's "neurons" of such a model are these units, kept on an account of its own.
 BudgetUnit = Literal["neurons", "tokens", "requests"]
+# How a text-to-image model answers: JSON ``{image: <base64>}`` or the image file as the body.
+ImageAnswer = Literal["base64", "binary"]
+ImageFormat = Literal["png", "jpeg"]
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a text-to-image model takes and makes, beyond its published input schema.
+
+    ``width``/``height`` are what it makes when a job gives no size (its schema's default,
+    or for a model whose schema has none, the reading pipelines budgets by); ``sizable`` says
+    whether it takes a size at all (flux-1-schnell does not). ``default_steps`` is ``None``
+    where the model publishes no default: the budget then counts ``max_steps``.
+    """
+
+    steps_params: tuple[str, ...]  # the step field(s) of its schema: steps, num_steps
+    default_steps: int | None
+    max_steps: int
+    width: int
+    height: int
+    sizable: bool
+    answer: ImageAnswer
+    format: ImageFormat  # what its docs say it returns (the real format is read from the bytes)
+    priced: bool  # False: a beta model with no published price (recorded at 0 neurons)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps_params": list(self.steps_params),
+            "default_steps": self.default_steps,
+            "max_steps": self.max_steps,
+            "default_width": self.width,
+            "default_height": self.height,
+            "sizable": self.sizable,
+            "answer": self.answer,
+            "format": self.format,
+            "priced": self.priced,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,6 +107,9 @@ class ModelInfo:
     paid_only: bool = False
     neurons_per_request: float = 0.0
     budget_unit: BudgetUnit = "neurons"
+    neurons_per_tile: float = 0.0  # text-to-image: per 512×512 tile of the output
+    neurons_per_step: float = 0.0  # text-to-image: per diffusion step
+    image: ImageFacts | None = None  # text-to-image models only
     input_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     output_schema: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -103,6 +143,10 @@ class ModelInfo:
             out["json_mode"] = self.json_mode
             out["request_form"] = self.request_form
             out["paid_only"] = self.paid_only
+        if self.image is not None:
+            out["neurons_per_tile"] = self.neurons_per_tile
+            out["neurons_per_step"] = self.neurons_per_step
+            out["image"] = self.image.as_dict()
         if schemas:
             out["input_schema"] = self.input_schema
             out["output_schema"] = self.output_schema
@@ -150,10 +194,29 @@ def _load() -> dict[str, ModelInfo]:
             json_mode=cast(JsonMode, entry.get("json_mode", "none")),
             request_form=cast(RequestForm, entry.get("request_form", "none")),
             paid_only=bool(entry.get("paid_only", False)),
+            neurons_per_tile=float(entry.get("neurons_per_tile", 0.0)),
+            neurons_per_step=float(entry.get("neurons_per_step", 0.0)),
+            image=_image_facts(entry.get("image")),
             input_schema=published["schema"]["input"],
             output_schema=published["schema"]["output"],
         )
     return models
+
+
+def _image_facts(raw: dict[str, Any] | None) -> ImageFacts | None:
+    if raw is None:
+        return None
+    return ImageFacts(
+        steps_params=tuple(raw["steps_params"]),
+        default_steps=raw.get("default_steps"),
+        max_steps=int(raw["max_steps"]),
+        width=int(raw["width"]),
+        height=int(raw["height"]),
+        sizable=bool(raw["sizable"]),
+        answer=cast(ImageAnswer, raw["answer"]),
+        format=cast(ImageFormat, raw["format"]),
+        priced=bool(raw["priced"]),
+    )
 
 
 def schema_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:

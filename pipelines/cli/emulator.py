@@ -85,6 +85,12 @@ from pipelines.core.errors import JobError
     show_default=True,
     help="A classic model's JSON-mode response: the parsed value or the JSON text.",
 )
+@click.option(
+    "--corrupt-image-rate",
+    default=0.0,
+    show_default=True,
+    help="P(an image model's answer is cut short: billed, does not decode).",
+)
 def emulator(host: str, port: int, exhausted_code: str, **knobs: Any) -> None:
     """Run the local Workers AI emulator (point CLOUDFLARE_API_BASE_URL at it)."""
     from pipelines.emulator import EmulatorConfig, serve

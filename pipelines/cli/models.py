@@ -10,6 +10,10 @@ from pipelines.catalog.models import ModelInfo, list_models
 
 
 def _price(m: ModelInfo) -> str:
+    if m.image is not None:
+        if not m.image.priced:
+            return "0 (beta, unpriced)"
+        return f"{m.neurons_per_tile:g}/tile + {m.neurons_per_step:g}/step"
     if m.neurons_per_audio_minute:
         return f"{m.neurons_per_audio_minute:g}/audio min"
     if m.neurons_per_m_output:
@@ -24,7 +28,8 @@ def models(as_json: bool, schemas: bool) -> None:
     """List the supported Workers AI models, their limits and prices in neurons.
 
     MAX OUT is a text-generation model's default max_tokens; JSON MODE how it takes an
-    output_schema (none: it cannot); PLAN whether Workers Free may use it."""
+    output_schema (none: it cannot); PLAN whether Workers Free may use it. Image models are
+    priced per 512x512 tile of the image and per diffusion step."""
     catalog = list_models()
     if as_json:
         click.echo(json.dumps([m.as_dict(schemas=schemas) for m in catalog], indent=2))

@@ -10,12 +10,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.job.load import load_job, load_jobs
-from pipelines.run.report import RunReport, StopReason
+from pipelines.run.report import RunReport, StopReason, plural
 from pipelines.run.settings import RunSettings
+
+if TYPE_CHECKING:
+    from pipelines.run.plan import Plan
 
 # `auto` is the job file's default, not something to force from the command line
 PROVIDERS = ["cloudflare", "emulator", "local", "openai"]
@@ -31,6 +35,7 @@ def _summary(report: RunReport) -> str:
         *([f"duplicates {report.rows_duplicate:,}"] if report.rows_duplicate else []),
         *([f"cut off at max_tokens {report.rows_truncated:,}"] if report.rows_truncated else []),
         *([f"answers asked again {report.answers_retried:,}"] if report.answers_retried else []),
+        *([f"images made again {report.rows_repaired:,}"] if report.rows_repaired else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -52,6 +57,9 @@ def _summary(report: RunReport) -> str:
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None, help="Cap for this run.")
 @click.option("--fresh", is_flag=True, help="Discard existing output and start over.")
 @click.option("--retry-failed", is_flag=True, help="Send rows that failed permanently again.")
+@click.option(
+    "--repair", is_flag=True, help="Image jobs: make the images whose files are missing again."
+)
 @click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
@@ -68,6 +76,7 @@ def run(
     max_neurons: int | None,
     fresh: bool,
     retry_failed: bool,
+    repair: bool,
     wait: bool,
     no_progress: bool,
     no_cache: bool,
@@ -84,6 +93,7 @@ def run(
         base_url=base_url,
         fresh=fresh,
         retry_failed=retry_failed,
+        repair=repair,
         max_neurons=max_neurons,
         wait=wait,
         progress=not no_progress and sys.stderr.isatty(),
@@ -104,10 +114,29 @@ def run(
     sys.exit(overall_exit_code(reports))
 
 
+def _plan_images(p: Plan) -> None:
+    """The image lines of ``plan``: the price of one image and how many fit in a day."""
+    each = p.neurons_per_image or 0.0
+    priced = (
+        f"{p.tiles_per_image} tiles of 512x512 + {p.steps_per_image} steps = "
+        f"{each:,.1f} {p.unit} an image"
+        if each
+        else f"0 {p.unit} an image (no published price: beta, recorded at 0)"
+    )
+    click.echo(f"images     {p.requests:,} to make; {priced}")
+    click.echo(
+        f"{p.unit:<10} {p.neurons:,.1f} (today's remaining budget: {p.available_today:,.1f})"
+    )
+    limit = f"at {p.daily_neurons:,} {p.unit} a day" if each else "at the model's requests a minute"
+    click.echo(f"per day    {p.images_per_day or 0:,} images {limit}")
+    click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} {p.unit} a day")
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--retry-failed", is_flag=True, help="Count permanently failed rows as pending.")
+@click.option("--repair", is_flag=True, help="Image jobs: count images whose file is missing.")
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
 @click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
@@ -115,6 +144,7 @@ def plan(
     job_file: Path,
     as_json: bool,
     retry_failed: bool,
+    repair: bool,
     max_neurons: int | None,
     provider: str | None,
     base_url: str | None,
@@ -126,7 +156,11 @@ def plan(
 
     job = load_job(job_file)
     settings = RunSettings(
-        provider=provider, base_url=base_url, retry_failed=retry_failed, max_neurons=max_neurons
+        provider=provider,
+        base_url=base_url,
+        retry_failed=retry_failed,
+        repair=repair,
+        max_neurons=max_neurons,
     )
     model = job_model(job)
     choice = choose(job.provider, provider, base_url or job.base_url, model)
@@ -158,7 +192,13 @@ def plan(
     if p.rows_duplicate:
         repeats = f"{p.rows_duplicate:,} duplicates"
         click.echo(f"           {repeats}: rows whose key came earlier (not processed)")
+    if p.rows_missing:
+        fate = "made again: --repair" if repair else "kept as they are; --repair makes them"
+        click.echo(f"           {plural(p.rows_missing, 'image')} missing from the folder ({fate})")
     click.echo(f"requests   {p.requests:,}")
+    if p.neurons_per_image is not None:
+        _plan_images(p)
+        return
     if p.rows_cached:
         click.echo(
             f"cache      {p.rows_cached:,} rows answered from the cache, "

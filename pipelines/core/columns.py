@@ -6,3 +6,7 @@ KEY = "_key"
 # The content hash of what decides a row's result (its text, per-row options and kept
 # columns) when it was processed: a row whose hash changed is processed again.
 ROW_HASH = "_hash"
+
+# An image job's image bytes, from the task (which reads them from the answer) to the
+# output's image writer, which writes the file and drops the column: never stored.
+IMAGE_DATA = "_image"

@@ -54,10 +54,11 @@ def _reserve_tmp(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, *, sync_dir: bool = True) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to (a streaming writer such as a
     ParquetWriter opens it itself); when the block ends without an exception it replaces
-    ``path`` durably, otherwise it is removed and ``path`` is untouched.
+    ``path`` durably, otherwise it is removed and ``path`` is untouched. ``sync_dir=False``
+    leaves the folder's fsync to the caller (who writes many files, then syncs once).
 
     Raises :class:`OSError` from any step; the caller turns it into a typed error.
     """
@@ -70,11 +71,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, *, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` (text is written as UTF-8), durably and atomically."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, sync_dir=sync_dir) as tmp, open(tmp, "wb") as fh:
         fh.write(payload)

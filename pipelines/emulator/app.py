@@ -1,6 +1,7 @@
 """HTTP routes of the emulator (a Starlette app) and the connection-dropping wrapper around it.
 
-Routes: ``/client/v4/accounts/{account}/ai/run/{model}`` (sync and ``?queueRequest=true``),
+Routes: ``/client/v4/accounts/{account}/ai/run/{model}`` (sync and ``?queueRequest=true``;
+image models that answer a PNG or JPEG body get it as the body, not in the envelope),
 ``/client/v4/accounts/{account}/ai/v1/embeddings`` and ``.../ai/v1/chat/completions``,
 ``/client/v4/graphql`` and the ``/__emulator/*`` control endpoints; any other path gets
 Cloudflare's 404 / 7000.
@@ -26,6 +27,7 @@ from pipelines.emulator.chat import native_body
 from pipelines.emulator.clock import Clock
 from pipelines.emulator.config import EmulatorConfig
 from pipelines.emulator.faults import FaultPlan, truncate
+from pipelines.emulator.images import BinaryBody
 from pipelines.emulator.inputs import check_input, parse_json, raw_audio_input
 from pipelines.emulator.service import Emulator
 
@@ -138,8 +140,13 @@ async def _serve(request: Request, handler: Handler, *, enveloped: bool = True) 
         emu.ledger.count("dropped")
         return _DropResponse()
     emu.ledger.count(200)
+    malformed = plan is not None and plan.kind == "malformed"
+    if isinstance(result, BinaryBody):  # an image model that answers the file itself
+        return Response(
+            truncate(result.data) if malformed else result.data, media_type=result.media_type
+        )
     payload = env.dumps(env.success(result) if enveloped else result)
-    if plan is not None and plan.kind == "malformed":
+    if malformed:
         payload = truncate(payload)
     return Response(payload, media_type="application/json")
 

@@ -70,6 +70,9 @@ class EmulatorConfig:
     json_failure_mode: Literal["http-400", "envelope-200"] = "http-400"
     """How that failure is answered: HTTP 400 with the error envelope, or HTTP 200 with
     ``success: false`` (both are seen in clients' fixtures; Cloudflare documents neither)."""
+    corrupt_image_rate: float = 0.0
+    """Probability that a text-to-image answer is served (and billed) with an image cut short:
+    it announces PNG or JPEG but does not decode."""
     json_response: Literal["object", "string"] = "object"
     """``response`` of a classic model in JSON mode: the parsed value (as Cloudflare's JSON
     mode docs show) or the JSON text (as its published output schema and types declare)."""
@@ -95,6 +98,7 @@ class EmulatorConfig:
             "spike_rate",
             "codeless_error_rate",
             "json_failure_rate",
+            "corrupt_image_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

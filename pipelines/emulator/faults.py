@@ -42,10 +42,16 @@ class Faults:
         # JSON mode's failures draw per attempt (a model's sampling differs each time), so
         # asking again can succeed, as it can on Cloudflare; answers stay deterministic
         self.json_rng = random.Random(f"{seed}:json-failure")
+        # a corrupt image, likewise per attempt: asking again gets a whole one
+        self.image_rng = random.Random(f"{seed}:corrupt-image")
 
     def json_draw(self) -> float:
         """A number in [0, 1) for the next JSON-mode request's failure decision."""
         return self.json_rng.random()
+
+    def image_draw(self) -> float:
+        """A number in [0, 1) for the next image answer's corruption decision."""
+        return self.image_rng.random()
 
     def error_detail(self, cfg: EmulatorConfig) -> ErrorDetail:
         """How the next error answer lists its error: with its code, or (with probability

@@ -30,6 +30,8 @@ class ModelTotals:
     input_tokens: int = 0
     output_tokens: int = 0
     audio_seconds: float = 0.0
+    tiles: int = 0  # text-to-image: 512×512 tiles of the images made
+    steps: int = 0  # text-to-image: diffusion steps
 
 
 class Ledger:
@@ -98,6 +100,8 @@ class Ledger:
         totals.input_tokens += usage.input_tokens
         totals.output_tokens += usage.output_tokens
         totals.audio_seconds += usage.audio_seconds
+        totals.tiles += usage.tiles
+        totals.steps += usage.steps
 
     def stats(self, daily_neurons: float) -> dict[str, Any]:
         """The JSON of ``GET /__emulator/stats``."""

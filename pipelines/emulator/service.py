@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.catalog.metering import Usage, neurons
 from pipelines.catalog.models import ModelInfo, get_model, has_model
-from pipelines.emulator import chat
+from pipelines.emulator import chat, images
 from pipelines.emulator import envelope as env
 from pipelines.emulator.batch import BatchQueue
 from pipelines.emulator.clock import Clock, SystemClock
@@ -89,6 +89,9 @@ class Emulator:
             outcome = chat.infer(
                 model, inp, self.config, created=created, openai=openai, json_draw=draw
             )
+        elif model.task == "image":
+            draw = self.faults.image_draw()
+            outcome = images.infer(model, inp, self.config, corrupt_draw=draw)
         else:
             outcome = infer(model, inp, self.config.seed)
         cost = neurons(model, outcome.usage)

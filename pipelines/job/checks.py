@@ -27,8 +27,9 @@ from pipelines.job.generate import (
     check_schema_fits,
     load_output_schema,
 )
+from pipelines.job.image import check_image_fields, check_image_model
 from pipelines.job.models import check_budget_unit, external_problem, job_model
-from pipelines.job.paths import check_output_paths
+from pipelines.job.paths import check_images_folder, check_output_paths
 from pipelines.job.problems import Loc, Problems, closest, did_you_mean
 from pipelines.job.spec import Job
 
@@ -73,6 +74,7 @@ _RUNNER_FILLED = {
     "documents": "the rows",
     "requests": "the rows (batching is automatic)",
     "prompt": "task.prompt",
+    "negative_prompt": "task.negative_prompt",
     "messages": "task.messages (or task.prompt and task.system)",
     "response_format": "task.output_schema",
     "guided_json": "task.output_schema",
@@ -100,6 +102,12 @@ def _check_value(spec: dict[str, Any], value: Any) -> str | None:
         not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
     ):
         return f"must be a {spec['type']}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = spec.get("minimum"), spec.get("maximum")
+        if isinstance(low, int | float) and value < low:
+            return f"must be at least {low:g} (got {value:g})"
+        if isinstance(high, int | float) and value > high:
+            return f"must be at most {high:g} (got {value:g})"
     return None
 
 
@@ -163,6 +171,7 @@ def _check_translate(job: Job, params: dict[str, Any], problems: Problems) -> No
 
 def _check_paths(job: Job, problems: Problems) -> None:
     check_output_paths(job, problems)  # every path the job writes, against its inputs
+    check_images_folder(job, problems)
     if len(set(job.output.keep)) != len(job.output.keep):
         problems.add(("output", "keep"), "lists a column twice")
 
@@ -300,6 +309,8 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
         schema = load_output_schema(job, problems) if task.kind == "generate" else None
         check_schema_fits(job, model, schema, problems)
         check_max_tokens(model, params, problems)
+        check_image_fields(job, problems)
+        check_image_model(job, model, params, problems)
     languages = (("task", "source_lang_column"), ("task", "target_lang_column"))
     if known(("task", "kind"), ("task", "params"), *languages):
         _check_translate(job, params, problems)

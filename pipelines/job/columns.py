@@ -25,6 +25,20 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "transcribe": ("path", "duration_s", "text", "word_count", "language", "vtt", "words"),
     # without an output_schema; with one, its properties replace "response"
     "generate": ("response", "prompt_tokens", "completion_tokens", "finish_reason", "truncated"),
+    # the Parquet index of an image job's files (pipelines/tasks/image.py)
+    "image": (
+        "file",
+        "sha256",
+        "bytes",
+        "width",
+        "height",
+        "format",
+        "seed",
+        "model",
+        "steps",
+        "prompt",
+        "negative_prompt",
+    ),
 }
 # Results that are the input's own column of the same name (an audio source's ``path`` and
 # ``duration_s``): keeping that column is no clash, the family then leaves its copy out.
@@ -36,7 +50,8 @@ def added_columns(kind: str) -> dict[str, str]:
     (no input column may have their names), and what each holds."""
     added = {KEY: "each row's key", ROW_HASH: "a hash of what each row's result was made from"}
     own = (n for n in RESULT_COLUMNS.get(kind, ()) if n not in FROM_INPUT.get(kind, ()))
-    added.update((name, f"a {kind} result") for name in own)
+    article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+    added.update((name, f"{article} {kind} result") for name in own)
     return added
 
 
@@ -45,9 +60,12 @@ def _named(job: Job) -> list[tuple[Loc, str | None]]:
     # a template reading ``_key`` would get the row key, not the input column of that name
     where: Loc = ("task", "prompt") if task.prompt is not None else ("task", "messages")
     read = [c for c in template_columns(task.templates()) if c in (KEY, ROW_HASH)]
+    # a seed column is read, never written over: only the key and the hash would shadow it
+    seed = task.seed_column if task.seed_column in (KEY, ROW_HASH) else None
     return [
         *((where, name) for name in read),
         (("task", "input"), task.input),
+        (("task", "seed_column"), seed),
         (("task", "source_lang_column"), task.source_lang_column),
         (("task", "target_lang_column"), task.target_lang_column),
         *((("output", "keep", i), name) for i, name in enumerate(job.output.keep)),

@@ -31,8 +31,11 @@ def check_generate_fields(job: Job, problems: Problems) -> None:
     task = job.task
     if task.kind != "generate":
         for name in GENERATE_ONLY:
+            if name == "prompt" and task.kind == "image":
+                continue  # an image job's prompt: pipelines.job.image checks it
             if getattr(task, name) is not None:
-                problems.add(("task", name), "only applies to task.kind: generate")
+                kinds = "generate or image" if name == "prompt" else "generate"
+                problems.add(("task", name), f"only applies to task.kind: {kinds}")
         return
     if task.input is not None:
         problems.add(

@@ -4,8 +4,9 @@ job checks).
 
 A job writes ``<stem>.parquet`` (the output), ``<stem>.failures.parquet``,
 ``<stem>.manifest.json``, ``.<stem>.parquet.lock``, the work folder
-``.<stem>.parquet.pipelines/`` and, for transcribe jobs, ``<stem>.subtitles/``; atomic writes
-go through ``.<name>.tmp-*`` files beside their target. The output layer (store, subtitles)
+``.<stem>.parquet.pipelines/``, for transcribe jobs ``<stem>.subtitles/`` and for image jobs
+the folder ``output.images`` names (its files); atomic writes go through ``.<name>.tmp-*``
+files beside their target. The output layer (store, subtitles)
 and ops (manifest, lock) take their paths from :func:`job_paths`, so they cannot drift
 from what is checked here.
 
@@ -59,6 +60,7 @@ class JobPaths:
     lock: Path
     work: Path
     subtitles: Path
+    images: Path | None = None  # an image job's folder of image files (output.images)
 
     def files(self) -> list[tuple[str, Path]]:
         """The files written (each replaced atomically, the lock excepted), labelled."""
@@ -71,7 +73,10 @@ class JobPaths:
 
     def folders(self) -> list[tuple[str, Path]]:
         """The folders written into (and emptied of the tool's files by ``--fresh``)."""
-        return [("its work folder", self.work), ("its subtitles folder", self.subtitles)]
+        folders = [("its work folder", self.work), ("its subtitles folder", self.subtitles)]
+        if self.images is not None:
+            folders.append(("its images folder", self.images))
+        return folders
 
     def written(self) -> list[Path]:
         """Every path above."""
@@ -85,8 +90,8 @@ def output_stem(output: Path) -> str:
     return name[: -len(OUTPUT_SUFFIX)] if name.endswith(OUTPUT_SUFFIX) else name
 
 
-def job_paths(output: Path) -> JobPaths:
-    """Every path derived from the output file ``output``."""
+def job_paths(output: Path, images: Path | None = None) -> JobPaths:
+    """Every path derived from the output file ``output`` (and an image job's folder)."""
     stem = output_stem(output)
     return JobPaths(
         output=output,
@@ -95,6 +100,7 @@ def job_paths(output: Path) -> JobPaths:
         lock=output.with_name(f".{output.name}.lock"),
         work=output.with_name(f".{output.name}.pipelines"),
         subtitles=output.with_name(f"{stem}.subtitles"),
+        images=images,
     )
 
 
@@ -220,7 +226,7 @@ def _temporary_clash(path: Path, inputs: _Inputs) -> Path | None:
 
 def collisions(job: Job) -> Iterator[str]:
     """One message per written path that would touch an input (file, folder or glob)."""
-    paths = job_paths(job.output_path)
+    paths = job_paths(job.output_path, job.images_path)
     inputs = _inputs(job)
     stats = _Stats()
     # every derived file sits beside the output: one message when they all fall inside
@@ -264,6 +270,41 @@ def links(job: Job) -> Iterator[str]:
                 f"{label} {path} is a symbolic link (to {target}); pipelines replaces it "
                 "whole, which would replace the link: remove the link"
             )
+
+
+# Names an image file can have (the extensions pipelines writes), to test against a glob.
+_IMAGE_SAMPLES = ("x.png", "x.jpg", "x.webp")
+
+
+def images_problems(job: Job) -> Iterator[str]:
+    """Why an image job's folder cannot hold its images: it is (or is inside) an input
+    folder, a glob would read its files back, or it is one of the job's other paths."""
+    folder = job.images_path
+    if folder is None:
+        return
+    if _safely(folder.exists) and not _safely(folder.is_dir):
+        yield f"{folder} is a file, not a folder: name a folder for the image files"
+        return
+    inputs, stats = _inputs(job), _Stats()
+    real = _real(folder)
+    if any(stats.within(real, f) for f in inputs.folders) or (
+        inputs.pattern is not None
+        and any(fnmatch.fnmatch(str(real / name), inputs.pattern) for name in _IMAGE_SAMPLES)
+    ):
+        yield (
+            f"{folder} is inside the input (source.path): the image files would be read "
+            "back as input; choose a folder elsewhere"
+        )
+    paths = job_paths(job.output_path)
+    for label, path in [*paths.files(), ("its work folder", paths.work)]:
+        if real == _real(path) or _real(path) in real.parents:
+            yield f"{folder} is {label}, or inside it: choose another folder for the images"
+
+
+def check_images_folder(job: Job, problems: Problems) -> None:
+    """Add every problem with an image job's folder to ``problems`` (at output.images)."""
+    for message in dict.fromkeys(images_problems(job)):
+        problems.add(("output", "images"), message)
 
 
 def check_output_paths(job: Job, problems: Problems) -> None:

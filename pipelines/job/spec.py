@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 SourceKind = Literal["csv", "parquet", "audio"]
-JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate"]
+JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate", "image"]
 ProviderName = Literal["auto", "cloudflare", "emulator", "local", "openai"]
 
 DEFAULT_AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "m4a", "webm"]
@@ -52,7 +52,9 @@ class MessageSpec(_Strict):
 class TaskSpec(_Strict):
     """What to do with each row."""
 
-    kind: JobTaskKind = Field(description="embed | classify | translate | transcribe | generate")
+    kind: JobTaskKind = Field(
+        description="embed | classify | translate | transcribe | generate | image"
+    )
     model: str = Field(
         description="A Workers AI model id (see `pipelines models`); with provider: openai, "
         "also any model the OpenAI-compatible server has (budget.daily_tokens or "
@@ -73,7 +75,16 @@ class TaskSpec(_Strict):
         default=None, description="translate: per-row target language column."
     )
     prompt: str | None = Field(
-        default=None, description="generate: the user message, a template ({{ column }})."
+        default=None,
+        description="generate: the user message; image: what to draw. A template ({{ column }}).",
+    )
+    negative_prompt: str | None = Field(
+        default=None,
+        description="image: what to keep out of the picture, a template (models that take one).",
+    )
+    seed_column: str | None = Field(
+        default=None,
+        description="image: a column with each row's seed (a whole number), so reruns reproduce.",
     )
     system: str | None = Field(
         default=None, description="generate: a system message (a template), with prompt."
@@ -88,8 +99,14 @@ class TaskSpec(_Strict):
     )
 
     def templates(self) -> list[str | None]:
-        """generate: every template of the task (prompt, system, message contents)."""
-        return [self.prompt, self.system, *(m.content for m in self.messages or [])]
+        """generate and image: every template of the task (prompt, system, message
+        contents, negative prompt)."""
+        return [
+            self.prompt,
+            self.system,
+            *(m.content for m in self.messages or []),
+            self.negative_prompt,
+        ]
 
 
 class OutputSpec(_Strict):
@@ -99,6 +116,11 @@ class OutputSpec(_Strict):
     keep: list[str] = Field(default_factory=list, description="Input columns copied over.")
     vtt: bool = Field(default=False, description="transcribe: write .vtt files next to it.")
     srt: bool = Field(default=False, description="transcribe: write .srt files next to it.")
+    images: str | None = Field(
+        default=None,
+        description="image: the folder the image files go to (relative to the job file); "
+        "output.path is then their Parquet index.",
+    )
     sync: bool = Field(
         default=False,
         description="Drop output rows whose key is no longer in the input (at the end of a "
@@ -191,3 +213,8 @@ class Job(_Strict):
     def output_path(self) -> Path:
         """The resolved output file."""
         return self.resolve(self.output.path)
+
+    @property
+    def images_path(self) -> Path | None:
+        """The resolved images folder (image jobs), else None."""
+        return self.resolve(self.output.images) if self.output.images is not None else None

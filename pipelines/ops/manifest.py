@@ -127,6 +127,10 @@ def _last_run(
         "output": str(output.resolve()),
         "failures": str(failures_path_for(output).resolve()),
     }
+    if job.images_path is not None:  # an image job: where its files are, and what was done
+        run["images"] = str(job.images_path.resolve())
+        run["images_missing"] = report.rows_missing - report.rows_repaired
+        run["images_repaired"] = report.rows_repaired
     if report.error is not None:
         run["error"] = report.error.attrs()
     for key, value in (extra or {}).items():
@@ -204,6 +208,7 @@ def write_manifest(
         "job": job.name,
         "output": run["output"],
         "failures": run["failures"],
+        **({"images": run["images"]} if "images" in run else {}),
         "last_run": run,
         "totals": _totals(previous, report, paid=run.get("paid") is True),
         "history": history[-HISTORY_RUNS:],

@@ -1,9 +1,10 @@
 """What ``--fresh`` removes: exactly the files pipelines made for one output, nothing else.
 
 That is the output and its failures file (once they are known to be pipelines' own), the
-work files named in :data:`pipelines.job.paths.WORK_FILE_PATTERNS` and the subtitle files
-of the old output's rows. A file or folder someone else put in the work folder or the
-subtitles folder stays, and so do the manifest (the job's history and spend) and the lock.
+work files named in :data:`pipelines.job.paths.WORK_FILE_PATTERNS`, the subtitle files
+of the old output's rows and the image files its rows (and unmerged journals) name. A file
+or folder someone else put in the work folder, the subtitles folder or the images folder
+stays, and so do the manifest (the job's history and spend) and the lock.
 The store calls :func:`remove_made_files` only after every check has passed.
 """
 
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core.errors import OutputError
 from pipelines.job.paths import WORK_FILE_PATTERNS, JobPaths
+from pipelines.output.images import remove_images
 from pipelines.output.subtitles import SUBTITLE_FORMATS, inside, subtitle_path
 
 
@@ -58,6 +60,9 @@ def _remove_subtitles(paths: JobPaths) -> None:
 def remove_made_files(paths: JobPaths) -> None:
     """Remove what pipelines made for ``paths.output`` (see the module docstring)."""
     _remove_subtitles(paths)
+    journals = sorted(paths.work.glob("results-*.arrow")) if paths.work.is_dir() else []
+    outputs = [paths.output] if paths.output.is_file() else []
+    remove_images(paths, [*outputs, *journals])
     for path in (paths.output, paths.failures):
         path.unlink(missing_ok=True)
     if not paths.work.is_dir():

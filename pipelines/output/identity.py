@@ -39,6 +39,7 @@ RESULT_PARTS = {
     "keep": "output.keep",
     "prompt": "the prompt (task.system, task.prompt, task.messages)",
     "output_schema": "task.output_schema",
+    "images": "output.images",
 }
 # The parts older versions stored (their digest is recognised, see Fingerprint.legacy).
 _LEGACY_PARTS = ("produced_by", "kind", "model", "params", "input", "langs", "key", "keep")
@@ -51,6 +52,16 @@ def _digest(value: Any) -> str:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _relative(job: Job, path: Path | None) -> str:
+    """``path`` relative to the output's folder (moving a project folder keeps it)."""
+    if path is None:
+        return ""
+    try:
+        return Path(os.path.relpath(path, os.path.normpath(job.output_path.parent))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return path.as_posix()
 
 
 def _source_part(job: Job) -> str:
@@ -99,6 +110,9 @@ def fingerprint(job: Job, produced_by: str | None = None) -> Fingerprint:
         else "",
         "output_schema": t.output_schema or "",
     }
+    if t.kind == "image":  # what draws each picture, and where the pictures are
+        values["prompt"] = [t.prompt, t.negative_prompt, t.seed_column]
+        values["images"] = _relative(job, job.images_path)
     # what versions before the named parts stored: one digest, truncate included
     old = {k: values[k] for k in _LEGACY_PARTS}
     old.update(input=t.input, key=job.source.key)

@@ -42,7 +42,8 @@ CREATE TABLE keys (
     src INTEGER, pos INTEGER, hash TEXT, state INTEGER,  -- the latest outcome
     dsrc INTEGER, dpos INTEGER,                          -- the latest DuplicateKey record
     dup INTEGER NOT NULL DEFAULT 0,                      -- 1 recorded, 2 repeated in this input
-    seen INTEGER NOT NULL DEFAULT 0, ihash TEXT          -- read from the input (its hash)
+    seen INTEGER NOT NULL DEFAULT 0, ihash TEXT,         -- read from the input (its hash)
+    missing INTEGER NOT NULL DEFAULT 0                   -- image jobs: the row's file is gone
 ) WITHOUT ROWID;
 CREATE TEMP TABLE q (i INTEGER PRIMARY KEY, key TEXT NOT NULL);
 """
@@ -91,9 +92,11 @@ class State(IntEnum):
 class OutputIndex:
     """Every key of an output with its latest outcome, and the keys of this run's input."""
 
-    def __init__(self, *, retry_failed: bool = False) -> None:
+    def __init__(self, *, retry_failed: bool = False, repair: bool = False) -> None:
         #: Keys that failed for good count as pending (``--retry-failed``).
         self.retry_failed = retry_failed
+        #: Keys whose image file is missing count as pending (``--repair``).
+        self.repair = repair
         self._lock = threading.RLock()
         try:
             # "": a private temporary database (see the module's docstring); used from the
@@ -154,6 +157,14 @@ class OutputIndex:
         self._write(_OUTCOME, rows)
 
     @_locked
+    def set_missing(self, keys: Sequence[str], missing: Sequence[bool]) -> None:
+        """Whether each key's file (an image job's) is missing; a later call overrides."""
+        self._write(
+            "UPDATE keys SET missing = ? WHERE key = ?",
+            zip((int(m) for m in missing), keys, strict=True),
+        )
+
+    @_locked
     def add_duplicates(self, src: int, positions: Sequence[int], keys: Sequence[str]) -> None:
         """DuplicateKey records at ``positions`` of source ``src``."""
         self._write(_DUPLICATE, zip(keys, [src] * len(keys), positions, strict=True))
@@ -170,15 +181,16 @@ class OutputIndex:
 
         One row per input row, in order: ``first`` (no earlier row of the input has its
         key), ``state`` (its key's latest outcome, null: none), ``same`` (that outcome was
-        for the same content, or for content not known) and ``recorded`` (its key already
-        has a DuplicateKey record)."""
+        for the same content, or for content not known), ``recorded`` (its key already
+        has a DuplicateKey record) and ``missing`` (its image file is gone)."""
         frame = pl.DataFrame({KEY: keys, "_h": hashes})
         in_batch = frame.get_column(KEY).is_first_distinct()
         firsts = frame.filter(in_batch)
         self._query(firsts.get_column(KEY).to_list())
         found = pl.DataFrame(
             self._conn.execute(
-                "SELECT q.key, k.hash, k.state, k.seen, k.dup FROM q JOIN keys k USING (key)"
+                "SELECT q.key, k.hash, k.state, k.seen, k.dup, k.missing "
+                "FROM q JOIN keys k USING (key)"
             ).fetchall(),
             schema={
                 KEY: pl.Utf8,
@@ -186,6 +198,7 @@ class OutputIndex:
                 "state": pl.Int8,
                 "_seen": pl.Int8,
                 "_dup": pl.Int8,
+                "_missing": pl.Int8,
             },
             orient="row",
         )
@@ -198,6 +211,7 @@ class OutputIndex:
             pl.col("state"),
             (pl.col("_stored").is_null() | (pl.col("_stored") == pl.col("_h"))).alias("same"),
             (pl.col("_dup").fill_null(0) > 0).alias("recorded"),
+            (pl.col("_missing").fill_null(0) > 0).alias("missing"),
         )
 
     @_locked
@@ -225,6 +239,10 @@ class OutputIndex:
     def failure_count(self) -> int:
         """Failure records: keys whose latest outcome is a failure, and DuplicateKey ones."""
         return self._count("state > 0") + self._count("dsrc IS NOT NULL")
+
+    def missing_count(self) -> int:
+        """Image rows of the output whose file is missing (or not the size the row says)."""
+        return self._count(f"state = {int(State.RESULT)} AND missing = 1")
 
     def removed_count(self) -> int:
         """Output rows whose key is not in the input (once it was read to its end)."""

@@ -36,6 +36,7 @@ from pipelines.job.paths import job_paths
 from pipelines.output.fresh import remove_made_files
 from pipelines.output.identity import Fingerprint
 from pipelines.output.identity import fingerprint as fingerprint
+from pipelines.output.images import image_rows
 from pipelines.output.index import OutputIndex
 from pipelines.output.journal import Journal
 from pipelines.output.merge import add_events, conform, write_merged
@@ -65,6 +66,10 @@ def failures_path_for(output: Path) -> Path:
     return job_paths(output).failures
 
 
+def _by_src(item: tuple[Path, tuple[int, bool]]) -> int:
+    return item[1][0]
+
+
 def _is_journal_name(name: object) -> bool:
     return (
         isinstance(name, str)
@@ -78,11 +83,17 @@ class OutputStore:
     """The output of one job: final Parquet file, failures file and the work folder."""
 
     def __init__(
-        self, path: Path, *, fingerprint: Fingerprint, meta: dict[str, str], sync: bool = False
+        self,
+        path: Path,
+        *,
+        fingerprint: Fingerprint,
+        meta: dict[str, str],
+        sync: bool = False,
+        images: Path | None = None,
     ) -> None:
         self.path = path
         self.sync = sync  # output.sync: drop rows whose key left the input
-        self.paths = job_paths(path)
+        self.paths = job_paths(path, images)  # images: an image job's folder of files
         self.failures_path = self.paths.failures
         self.work = self.paths.work
         self.fingerprint = fingerprint
@@ -159,15 +170,29 @@ class OutputStore:
 
     # -- what is done --------------------------------------------------------------------
 
-    def done_keys(self, *, retry_failed: bool) -> OutputIndex:
+    def done_keys(self, *, retry_failed: bool, repair: bool = False) -> OutputIndex:
         """The index of this output's keys and their latest outcomes (results, failures,
         unmerged journals), on disk beyond a bounded cache. The pending rows are looked up
-        in it, and :meth:`finalize` merges with it."""
+        in it, and :meth:`finalize` merges with it. For an image job it also knows which
+        rows' files are missing (pending again with ``repair``)."""
         self._close_index()
-        self._index = OutputIndex(retry_failed=retry_failed)
+        self._index = OutputIndex(retry_failed=retry_failed, repair=repair)
         self._sources = {}
         self._add_new_events(self._index)
+        if self.paths.images is not None:
+            self._check_images(self._index)
         return self._index
+
+    def _check_images(self, index: OutputIndex) -> None:
+        """Mark the rows whose image file is gone (the latest row of a key decides)."""
+        results = [p for p, (_, failed) in sorted(self._sources.items(), key=_by_src) if not failed]
+        try:
+            for keys, present in image_rows(results, self.paths):
+                index.set_missing(keys, [not ok for ok in present])
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(
+                f"cannot read the index {self.path} ({exc}); re-run with --fresh"
+            ) from exc
 
     def _event_files(self) -> list[tuple[Path, bool]]:
         """Every file holding outcomes, oldest first, and whether it holds failures: the

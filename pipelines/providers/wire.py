@@ -28,6 +28,9 @@ from pipelines.providers.refusals import (
 
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
+# What an image model may answer: the image itself (SDXL, phoenix) or the JSON envelope.
+IMAGE_ACCEPT = "image/png, image/jpeg, image/webp, application/json"
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")
 
 # Cloudflare's messages are shown to users; an HTML error page should not be.
 _MAX_DETAIL_CHARS = 300
@@ -109,6 +112,13 @@ def transport_error(
     )
 
 
+def image_body(headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether a 200's body is an image file rather than JSON: its content type says so, or
+    its first bytes are an image's (the check of the image itself comes later, in the task)."""
+    content_type = str(headers.get("content-type", "")).lower()
+    return content_type.startswith("image/") or body.startswith(_IMAGE_MAGIC)
+
+
 def unwrap_result(
     status: int,
     headers: Mapping[str, str],
@@ -116,14 +126,20 @@ def unwrap_result(
     *,
     model: str | None = None,
     allow_bare: bool = False,
+    image: bool = False,
 ) -> Any:
     """The ``result`` of a response envelope, or raise its typed error.
 
     ``allow_bare`` accepts a JSON object without the envelope (the Batch API's finished
-    poll answer has been seen both ways).
+    poll answer has been seen both ways). ``image`` (a text-to-image model) returns a body
+    that is an image file as its bytes: the Stable Diffusion models and phoenix answer so,
+    flux and lucid answer ``{image: <base64>}`` in the envelope, and either is taken from
+    any image model, since which a model uses is only as sure as its published schema.
     """
     if status != 200:
         raise error_from_response(status, headers, body, model=model)
+    if image and image_body(headers, body):
+        return body
     data = load_json(body)
     if not isinstance(data, dict):
         what = "an empty body" if not body.strip() else f"a non-JSON body ({snippet(body)})"

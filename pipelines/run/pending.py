@@ -38,6 +38,8 @@ class PendingBatch:
     rows_new: int = 0  # keys with no outcome yet
     rows_changed: int = 0  # keys done before, with other content now
     rows_duplicate: int = 0  # rows whose key came earlier in the input (not processed)
+    rows_missing: int = 0  # image rows done whose file is gone (made again with --repair)
+    rows_repaired: int = 0  # ... of which are made again now (--repair)
     calls: list[Call] = field(default_factory=list)
     failures: list[RowFailure] = field(default_factory=list)
     cached: list[pa.Table] = field(default_factory=list)  # rows answered by the cache
@@ -95,8 +97,10 @@ def _select(
     state, same = pl.col("state"), pl.col("same")
     keep_failed = ~pl.lit(done.retry_failed)
     truncate_off = ~pl.lit(bool(task.job.task.truncate))
+    # an image row whose file is gone: done as it is, unless --repair makes it again
+    broken = (state == int(State.RESULT)) & same & pl.col("missing")
     unchanged = (
-        ((state == int(State.RESULT)) & same)
+        ((state == int(State.RESULT)) & same & ~(broken & pl.lit(done.repair)))
         | ((state == int(State.FAILED)) & same & keep_failed)
         | ((state == int(State.TOO_LONG)) & same & keep_failed & truncate_off)
     ).fill_null(False)
@@ -106,10 +110,13 @@ def _select(
         (pl.col("first") & state.is_null()).alias("new"),
         (pl.col("first") & state.is_not_null() & ~same).alias("changed"),
         (~pl.col("first") & ~pl.col("recorded")).alias("record"),
+        (pl.col("first") & broken).fill_null(False).alias("broken"),
     )
     counts = flags.select(pl.all().sum()).row(0, named=True)
     pending.rows_skipped, pending.rows_new = counts["skip"], counts["new"]
     pending.rows_changed = counts["changed"]
+    pending.rows_missing = counts["broken"]
+    pending.rows_repaired = counts["broken"] if done.repair else 0
     pending.rows_duplicate = batch.height - counts["first"]
     repeated = batch.filter(~flags.get_column("first"))
     if repeated.height:

@@ -60,6 +60,14 @@ class Plan:
     days_at_cap: float
     # what "neurons" count: Cloudflare's, or a model outside the catalog's tokens or requests
     unit: str = "neurons"
+    # image jobs: rows done whose file is gone (pending with --repair, counted either way)
+    rows_missing: int = 0
+    neurons_per_image: float | None = None  # image jobs: tiles and steps at the model's price
+    tiles_per_image: int | None = None
+    steps_per_image: int | None = None
+    # image jobs: images a day within the daily cap (less the reserve), and within the
+    # model's requests per minute; None: not an image job
+    images_per_day: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,8 +90,10 @@ def plan_job(
     task = make_task(job, model, [c for c in job.output.keep if c != KEY])
     task.expect_output(mean_output_tokens(job.output_path) if task.varies_output else None)
     source = open_source(job)
-    store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
-    done = store.done_keys(retry_failed=settings.retry_failed)
+    store = OutputStore(
+        job.output_path, fingerprint=fingerprint(job), meta={}, images=job.images_path
+    )
+    done = store.done_keys(retry_failed=settings.retry_failed, repair=settings.repair)
     cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
@@ -124,6 +134,7 @@ class _Tally:
     changed: int = 0
     removed: int = 0
     duplicate: int = 0
+    missing: int = 0
     unsendable: int = 0
     requests: int = 0
     cached: int = 0
@@ -138,6 +149,7 @@ class _Tally:
         self.new += pending.rows_new
         self.changed += pending.rows_changed
         self.duplicate += pending.rows_duplicate
+        self.missing += pending.rows_missing
         self.unsendable += len(pending.failures)
         self.cached += pending.rows_cached
         self.saved = self.saved + pending.saved
@@ -184,6 +196,33 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings, account: s
         output_varies=task.varies_output,
         daily_neurons=budget.daily_neurons,
         available_today=available,
-        days_at_cap=round(neurons / per_day, 2) if per_day > 0 else math.inf,
+        days_at_cap=_days(task, neurons, per_day, tally.requests),
         unit=task.model.budget_unit,
+        rows_missing=tally.missing,
+        **_per_image(task, per_day),
     )
+
+
+def _days(task: Task, neurons: float, per_day: float, requests: int) -> float:
+    """Days the pending work needs at the daily cap; an image job's also at its model's
+    requests a minute (what limits a beta model, which costs no neurons)."""
+    days = round(neurons / per_day, 2) if per_day > 0 else math.inf
+    if task.per_image is not None:
+        days = max(days, round(requests / (task.model.rpm * 24 * 60), 2))
+    return days
+
+
+def _per_image(task: Task, per_day: float) -> dict[str, Any]:
+    """An image job's price per image and images a day (empty for other jobs)."""
+    usage = task.per_image
+    if usage is None:
+        return {}
+    each = task.neurons(usage)
+    by_requests = task.model.rpm * 24 * 60  # the model's per-minute limit, all day long
+    by_neurons = math.floor(per_day / each + 1e-9) if each > 0 else by_requests
+    return {
+        "neurons_per_image": each,
+        "tiles_per_image": usage.tiles,
+        "steps_per_image": usage.steps,
+        "images_per_day": max(0, min(by_neurons, by_requests)),
+    }

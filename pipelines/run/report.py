@@ -96,6 +96,8 @@ class RunReport:
     rows_duplicate: int = 0  # rows whose key came earlier in the input: not processed
     rows_truncated: int = 0  # generate: answers cut off at max_tokens (stored, marked)
     answers_retried: int = 0  # generate: answers that broke the output schema, asked again
+    rows_missing: int = 0  # image jobs: rows done whose file is gone (--repair makes them)
+    rows_repaired: int = 0  # image jobs: of those, made again by this run (--repair)
     requests: int = 0
     neurons: float = 0.0
     wall_s: float = 0.0

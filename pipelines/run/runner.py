@@ -29,6 +29,7 @@ from pipelines.core.errors import OutputError, PipelinesError
 from pipelines.core.memory import use_lean_allocators
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
+from pipelines.output.images import ImageWriter
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
 from pipelines.providers.base import Provider
@@ -114,6 +115,7 @@ class Runner:
                 "task": job.task.kind,
             },
             sync=job.output.sync,
+            images=job.images_path,
         )
         self.reuse = (
             TaskCache(context.cache, self.task, context.produced_by)
@@ -121,6 +123,7 @@ class Runner:
             else None
         )
         self.subtitles = SubtitleWriter.for_job(job)
+        self.images = ImageWriter.for_job(job)
         self._write_failed = False
         self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
         self._out: asyncio.Queue[pa.Table | list[RowFailure] | None] = asyncio.Queue(maxsize=256)
@@ -136,7 +139,11 @@ class Runner:
         use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
         self.report.rows_total = source.count()
+        if self.images is not None:  # before --fresh removes anything
+            self.images.claim()
         self.store.open(fresh=self.settings.fresh)
+        if self.images is not None:
+            self.images.open()
         sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
         self.store.begin(self.report.run_id, self.task.output_schema(sample))
         writer = asyncio.create_task(self._writer())
@@ -201,6 +208,15 @@ class Runner:
                 f"{plural(r.failures_total, 'row')} failed in earlier runs (see "
                 f"{self.store.failures_path}); --retry-failed sends them again"
             )
+        missing = r.rows_missing - r.rows_repaired
+        if missing and self.images is not None:
+            verb = "is" if missing == 1 else "are"
+            note = (
+                f"{plural(missing, 'image')} of the index {verb} missing from "
+                f"{self.images.folder} (deleted or changed since made); --repair makes "
+                f"{'it' if missing == 1 else 'them'} again"
+            )
+            r.message = f"{r.message}; {note}" if r.message else note
         return r
 
     async def _heartbeat(self) -> None:
@@ -216,7 +232,9 @@ class Runner:
     async def _produce(self, source: Source) -> bool:
         """Queue every pending call; True when the source was read to its end."""
         done = await asyncio.to_thread(
-            self.store.done_keys, retry_failed=self.settings.retry_failed
+            self.store.done_keys,
+            retry_failed=self.settings.retry_failed,
+            repair=self.settings.repair,
         )
         if self.ctx.progress is not None:
             total = self.report.rows_total
@@ -227,6 +245,8 @@ class Runner:
             self.report.rows_skipped += pending.rows_skipped
             self.report.rows_duplicate += pending.rows_duplicate
             self.report.rows_cached += pending.rows_cached
+            self.report.rows_missing += pending.rows_missing
+            self.report.rows_repaired += pending.rows_repaired
             if pending.failures:
                 await self._out.put(pending.failures)
             for table in pending.cached:
@@ -316,6 +336,8 @@ class Runner:
     async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
         if tables:
             merged = pa.concat_tables(tables, promote_options="permissive")
+            if self.images is not None:  # first: a row marked done always has its file
+                merged = await asyncio.to_thread(self.images.write, merged)
             if self.subtitles is not None:  # first: a row marked done always has its files
                 await asyncio.to_thread(self.subtitles.write, merged)
             await asyncio.to_thread(self.store.write_results, merged)
@@ -323,6 +345,8 @@ class Runner:
             if "truncated" in merged.column_names:  # generate: cut off at max_tokens
                 self.report.rows_truncated += int(pc.sum(merged.column("truncated")).as_py() or 0)
         if failures:
+            if self.images is not None:  # an out-of-date image goes with its index row
+                await asyncio.to_thread(self.images.forget, failures)
             await asyncio.to_thread(self.store.write_failures, failures)
             self.report.rows_failed += len(failures)
         if self.ctx.progress is not None and (tables or failures):

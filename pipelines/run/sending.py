@@ -142,7 +142,10 @@ class Sender:
         per_request = self.reservation(call.estimate) / max(1, self.task.requests_needed(call))
         spent += ledger.unknown_fate * per_request
         first, *rest = ledger.held
-        if spent > 0:
+        # an answered request is recorded even at 0 neurons (an unpriced beta image model):
+        # the ledger counts its requests, and only a refusal gives the reservation back
+        answered = requests is not None and bool(results)
+        if spent > 0 or answered:
             await self.budget.commit(first, spent)
         else:
             await self.budget.release(first)

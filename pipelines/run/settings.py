@@ -14,6 +14,7 @@ class RunSettings:
     base_url: str | None = None  # overrides the job's ``base_url`` and the environment
     fresh: bool = False  # discard the existing output first (first pass only, with --wait)
     retry_failed: bool = False  # send rows that failed permanently once more
+    repair: bool = False  # image jobs: make the images whose files are missing again
     max_neurons: int | None = None  # cap on what this run may spend (beats the job's)
     wait: bool = False  # at the daily cap, sleep until 00:00 UTC and go on
     progress: bool = False  # show a progress bar

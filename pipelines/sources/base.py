@@ -34,6 +34,7 @@ def needed_columns(job: Job) -> list[str]:
         task.source_lang_column,
         task.target_lang_column,
         *template_columns(task.templates()),
+        task.seed_column,
         *job.output.keep,
     ]
     return list(dict.fromkeys(c for c in wanted if c))
@@ -142,6 +143,7 @@ class Source(ABC):
             (job.task.source_lang_column, "task.source_lang_column"),
             (job.task.target_lang_column, "task.target_lang_column"),
             *((c, "a template of the task") for c in template_columns(job.task.templates())),
+            (job.task.seed_column, "task.seed_column"),
             *((c, "output.keep") for c in job.output.keep),
         ]
         for column, role in roles:

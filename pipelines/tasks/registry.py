@@ -11,6 +11,7 @@ from pipelines.tasks.base import Family
 from pipelines.tasks.classify import ClassifyFamily
 from pipelines.tasks.embed import EmbedFamily
 from pipelines.tasks.generate import GenerateFamily
+from pipelines.tasks.image import ImageFamily
 from pipelines.tasks.task import Task
 from pipelines.tasks.transcribe import TranscribeFamily
 from pipelines.tasks.translate import TranslateFamily
@@ -22,6 +23,7 @@ FAMILIES: dict[str, Callable[[Job, ModelInfo, Sequence[str]], Family]] = {
     "translate": TranslateFamily,
     "transcribe": TranscribeFamily,
     "generate": GenerateFamily,
+    "image": ImageFamily,
 }
 
 

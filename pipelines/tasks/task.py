@@ -133,6 +133,12 @@ class Task:
         return float(mean) if mean is not None else None
 
     @property
+    def per_image(self) -> Usage | None:
+        """An image task's tiles and steps per image (None: not an image task)."""
+        per_image = getattr(self.family, "per_image", None)
+        return per_image if isinstance(per_image, Usage) else None
+
+    @property
     def retries_invalid(self) -> bool:
         """Whether a bad answer is asked again in the same run (else its rows fail as
         retryable, for the next run): for families whose answers vary between tries."""
