@@ -102,3 +102,19 @@ def test_large_row_groups_of_older_outputs_are_read_in_chunks(tmp_path: Path) ->
     chunks = list(read_chunks(path))
     assert max(c.num_rows for c in chunks) <= 2 * CHUNK_ROWS
     assert pa.concat_tables(chunks).column(KEY).to_pylist() == [str(i) for i in range(rows)]
+
+
+def test_temporary_files_a_kill_left_are_swept_manifest_included(tmp_path: Path) -> None:
+    # a kill -9 while the manifest was being replaced left its temporary file beside it
+    stale = [
+        tmp_path / ".out.manifest.json.tmp-1ee255cd",
+        tmp_path / ".out.parquet.tmp-00aa11bb",
+        tmp_path / ".out.failures.parquet.tmp-deadbeef",
+    ]
+    for path in stale:
+        path.write_bytes(b"half")
+    mine = tmp_path / "notes.tmp-12345678"  # not a name pipelines makes: left alone
+    mine.write_bytes(b"mine")
+    store = OutputStore(tmp_path / "out.parquet", fingerprint=Fingerprint({"job": "f"}), meta={})
+    store.open(fresh=False)
+    assert not any(p.exists() for p in stale) and mine.exists()

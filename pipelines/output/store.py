@@ -143,7 +143,9 @@ class OutputStore:
     def _sweep_temporary_files(self) -> None:
         """What a crash in the middle of an atomic write left behind (this and older
         versions' names)."""
-        for target in (self.path, self.failures_path, self.work / "meta.json"):
+        # the manifest too: a kill during its write leaves its temporary file beside it
+        targets = (self.path, self.failures_path, self.paths.manifest, self.work / "meta.json")
+        for target in targets:
             for tmp in target.parent.glob(tmp_pattern(target)):
                 tmp.unlink(missing_ok=True)
         for old in (*self.work.glob(f".{self.path.name}.tmp-*"), self.work / "meta.json.tmp"):
