@@ -49,6 +49,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "pipelines.cli.run:plan",
         "Estimate rows, requests, neurons and days for a job (no network).",
     ),
+    "report": LazyCommand(
+        "pipelines.cli.ops:report",
+        "Write one self-contained HTML report: rows, runs, neurons per day, failures.",
+    ),
     "run": LazyCommand(
         "pipelines.cli.run:run",
         "Run jobs (files or folders of them, higher priority first) and write Parquet.",
