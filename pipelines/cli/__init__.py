@@ -69,6 +69,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "pipelines.cli.ops:status",
         "Rows done, pending and failed, the last run and neurons, per job (no network).",
     ),
+    "vectorize": LazyCommand(
+        "pipelines.cli.vectorize:vectorize",
+        "Vectorize indexes: create one for a model, show one, search one by text.",
+    ),
     "validate": LazyCommand(
         "pipelines.cli.validate:validate",
         "Check job files (or folders of them) and their input, without calling any model.",

@@ -92,6 +92,26 @@ class TaskSpec(_Strict):
         return [self.prompt, self.system, *(m.content for m in self.messages or [])]
 
 
+class VectorizeSpec(_Strict):
+    """embed: upsert each vector into a Cloudflare Vectorize index, besides the Parquet."""
+
+    index: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64, description="The index's name."
+    )
+    namespace: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Put the vectors in this namespace."
+    )
+    id: str | None = Field(
+        default=None,
+        description="The column whose value is a vector's id (default: the source key); "
+        "a column of output.keep.",
+    )
+    metadata: list[str] = Field(
+        default_factory=list,
+        description="Columns of output.keep stored as each vector's metadata.",
+    )
+
+
 class OutputSpec(_Strict):
     """Where results go."""
 
@@ -102,7 +122,10 @@ class OutputSpec(_Strict):
     sync: bool = Field(
         default=False,
         description="Drop output rows whose key is no longer in the input (at the end of a "
-        "run that read the whole input).",
+        "run that read the whole input); with vectorize, delete their vectors too.",
+    )
+    vectorize: VectorizeSpec | None = Field(
+        default=None, description="embed: also upsert the vectors into a Vectorize index."
     )
 
 
