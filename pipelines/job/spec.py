@@ -24,6 +24,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+REMOTE_SCHEME = "s3://"
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is an object-storage URL (``s3://bucket/key``)."""
+    return path.startswith(REMOTE_SCHEME)
+
+
+def remote_mirror(url: str) -> Path:
+    """The local mirror of ``s3://bucket/key``: ``<state dir>/remote/bucket/key``. Inputs
+    are staged there and outputs journalled there, then uploaded whole."""
+    from pipelines.core.state import state_dir
+
+    return state_dir() / "remote" / url[len(REMOTE_SCHEME) :].lstrip("/")
+
+
+class StorageSpec(_Strict):
+    """Object storage for ``s3://`` paths (S3, or R2 through its S3 endpoint)."""
+
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="e.g. https://<account>.r2.cloudflarestorage.com (default: "
+        "$AWS_ENDPOINT_URL, else AWS S3).",
+    )
+    region: str | None = Field(default=None, description="Default: the AWS settings' (R2: auto).")
+    profile: str | None = Field(default=None, description="An AWS profile (default: $AWS_PROFILE).")
+
+
 class SourceSpec(_Strict):
     """Where the rows come from."""
 
@@ -183,6 +212,7 @@ class Job(_Strict):
     output: OutputSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
 
     # Set by the loader, never by the YAML: the job file and the folder paths resolve against.
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -205,7 +235,10 @@ class Job(_Strict):
         return self._base_dir
 
     def resolve(self, path: str) -> Path:
-        """A path from the job file, resolved against the job file's folder."""
+        """A path from the job file, resolved against the job file's folder; an ``s3://``
+        URL maps to its local mirror (:func:`remote_mirror`), which a run fills first."""
+        if is_remote(path):
+            return remote_mirror(path)
         p = Path(path).expanduser()
         # normalised (``jobs/../out`` is ``out``) so messages show the path people expect
         return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))

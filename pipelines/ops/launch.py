@@ -6,6 +6,7 @@ This is what ``pipelines run`` does for each job (through :mod:`pipelines.ops.jo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -26,6 +27,7 @@ from pipelines.run.cache import CACHE_FILE, ResultCache, open_cache
 from pipelines.run.report import RunReport, StopReason
 from pipelines.run.runner import RunContext, arun_job
 from pipelines.run.settings import RunSettings
+from pipelines.sources.remote import fetch_output, upload
 
 log = logging.getLogger("pipelines")
 
@@ -70,6 +72,9 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
             log.warning(lock.notice, extra={"job": job.name})
         if choice.fallback_notice and settings.provider is None:
             log.warning("notice: %s", choice.fallback_notice, extra={"job": job.name})
+        await asyncio.to_thread(
+            fetch_output, job
+        )  # an s3:// output: its bucket checked before any neuron is spent
         async with open_binding(choice, job.limits.timeout_s) as binding:
             async with _vector_client(job, settings, model.dimensions) as vectors:
                 started = datetime.now(UTC)
@@ -78,7 +83,11 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                 if vectors is not None:
                     report, extra["vectorize"] = await _sink(job, vectors, report)
             _record(job, report, binding, started, model.budget_unit, extra)
-            return report
+        for url in await asyncio.to_thread(
+            upload, job
+        ):  # inside the lock: no other run's file goes up instead
+            log.info("uploaded %s", url, extra={"job": job.name})
+        return report
 
 
 @asynccontextmanager

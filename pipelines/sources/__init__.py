@@ -19,7 +19,11 @@ from pipelines.sources.base import (
 
 
 def open_source(job: Job) -> Source:
-    """The job's input, checked and ready to stream; raises :class:`SourceError`."""
+    """The job's input, checked and ready to stream; raises :class:`SourceError`. An
+    ``s3://`` path is staged into its local mirror first (:mod:`pipelines.sources.remote`)."""
+    from pipelines.sources.remote import stage_source
+
+    stage_source(job)
     kind = job.source.kind
     if kind == "csv":
         return csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))

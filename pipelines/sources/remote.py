@@ -1,0 +1,235 @@
+"""``s3://`` paths (AWS S3, Cloudflare R2, any S3-compatible store) through boto3.
+
+Inputs are staged: the objects a ``source.path`` names (one object, a "folder" prefix or a
+glob) are downloaded into the path's local mirror (:func:`pipelines.job.spec.remote_mirror`)
+and read from there by the ordinary sources, so keys (audio's relative paths included),
+column checks and streaming stay what they are for local files. Each staged file keeps the
+object's ETag beside it (``.<name>.etag``): an unchanged object is not downloaded again,
+and a staged file whose object is gone is removed, so ``output.sync`` sees it leave.
+
+Outputs are journalled in the mirror and uploaded whole after the run (:func:`upload`), by
+boto3's managed transfer: one PUT, or a multipart upload that is completed at the end or
+aborted, so a reader sees the old object or the new one, never half of one. Before a run,
+:func:`fetch_output` checks the bucket and, on a machine without the mirror, downloads the
+previous output so that nothing done is paid for again.
+
+Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+``AWS_PROFILE`` or the job's ``storage.profile``, instance roles); the endpoint from the
+job's ``storage.endpoint_url``, else ``AWS_ENDPOINT_URL``. A missing bucket, missing or
+refused credentials, or a denied access is one error (exit 2) decided by boto3's error
+code, never by its message, and no secret is ever in it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Any
+
+from pipelines.core.errors import JobError, SourceError
+from pipelines.job.spec import REMOTE_SCHEME, Job, is_remote, remote_mirror
+
+__all__ = ["fetch_output", "output_objects", "stage_source", "upload"]
+
+GLOB_CHARS = "*?["
+DENIED = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden"}
+BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+NO_BUCKET = {"NoSuchBucket"}
+NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def split(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → ``(bucket, key)``."""
+    bucket, _, key = url[len(REMOTE_SCHEME) :].partition("/")
+    if not bucket:
+        raise JobError(f"{url!r} names no bucket: write s3://BUCKET/KEY")
+    return bucket, key
+
+
+def client(job: Job) -> Any:
+    """A boto3 S3 client for the job's storage settings."""
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import ProfileNotFound
+    except ImportError as exc:
+        raise JobError("s3:// paths need boto3: pip install 'pipelines[s3]'") from exc
+    storage = job.storage
+    try:
+        session = (
+            boto3.Session(profile_name=storage.profile) if storage.profile else boto3.Session()
+        )
+    except ProfileNotFound as exc:
+        raise JobError(f"storage.profile: no AWS profile {storage.profile!r}") from exc
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10)
+    return session.client("s3", endpoint_url=endpoint, region_name=storage.region, config=config)
+
+
+def storage_error(exc: Exception, url: str, *, source: bool) -> JobError | SourceError:
+    """One clear error for a failed storage call (never a traceback, never a secret)."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    kind = SourceError if source else JobError
+    bucket = split(url)[0]
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return kind(
+            f"{url}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(R2: an R2 API token's key pair), or AWS_PROFILE / storage.profile"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return kind(f"{url}: cannot reach the storage endpoint ({exc.kwargs.get('endpoint_url')})")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in NO_BUCKET or (code in NOT_FOUND and not split(url)[1]):
+            return kind(f"{url}: bucket {bucket} does not exist (or not at this endpoint)")
+        if code in BAD_CREDENTIALS:
+            return kind(f"{url}: the storage refused the credentials ({code})")
+        if code in DENIED:
+            return kind(f"{url}: access denied; the credentials need read and write on {bucket}")
+        return kind(f"{url}: storage error {code or 'unknown'}")
+    if isinstance(exc, BotoCoreError):
+        return kind(f"{url}: storage error ({type(exc).__name__})")
+    return kind(f"{url}: storage error ({type(exc).__name__})")
+
+
+def _listing(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    """Every object under ``prefix``: key → (size, ETag)."""
+    found: dict[str, tuple[int, str]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = (int(obj["Size"]), str(obj.get("ETag", "")))
+    return found
+
+
+def _chosen(key: str, listing: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    """The objects ``key`` names: itself, the objects under it as a folder, or a glob's."""
+    if any(ch in key for ch in GLOB_CHARS):
+        return {k: v for k, v in listing.items() if fnmatch.fnmatchcase(k, key)}
+    if key in listing:
+        return {key: listing[key]}
+    folder = key.rstrip("/") + "/" if key else ""
+    return {k: v for k, v in listing.items() if k.startswith(folder) and not k.endswith("/")}
+
+
+def _etag_file(local: Path) -> Path:
+    return local.with_name(f".{local.name}.etag")
+
+
+def _download(s3: Any, bucket: str, key: str, local: Path, etag: str) -> None:
+    """Download into a temporary name and rename: a staged file is whole or absent."""
+    marker = _etag_file(local)
+    if local.exists() and marker.exists() and marker.read_text() == etag:
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    part = local.with_name(f".{local.name}.part")
+    s3.download_file(bucket, key, str(part))
+    os.replace(part, local)
+    marker.write_text(etag)
+
+
+def stage_source(job: Job) -> None:
+    """Mirror the objects ``source.path`` names (see the module docstring)."""
+    url = job.source.path
+    if not is_remote(url):
+        return
+    bucket, key = split(url)
+    cut = min((key.find(c) for c in GLOB_CHARS if c in key), default=-1)
+    # a glob lists from its fixed leading folders; a file or folder from itself
+    prefix = key[: key.rfind("/", 0, cut) + 1] if cut >= 0 else key
+    s3 = client(job)
+    try:
+        chosen = _chosen(key, _listing(s3, bucket, prefix))
+        if not chosen:
+            raise SourceError(f"source.path {url!r} names no objects")
+        for name, (_, etag) in sorted(chosen.items()):
+            _download(s3, bucket, name, remote_mirror(f"{REMOTE_SCHEME}{bucket}/{name}"), etag)
+    except SourceError:
+        raise
+    except Exception as exc:  # botocore's tree: mapped by type and code, not by wording
+        raise storage_error(exc, url, source=True) from exc
+    _forget_gone(bucket, key, prefix, set(chosen))
+
+
+def _forget_gone(bucket: str, key: str, prefix: str, keys: set[str]) -> None:
+    """Remove staged files (those with an ETag beside them) that ``key`` names but whose
+    object is gone; files staged for other paths are left alone."""
+    base = remote_mirror(f"{REMOTE_SCHEME}{bucket}/")
+    root = remote_mirror(f"{REMOTE_SCHEME}{bucket}/{prefix}")
+    folder = root if root.is_dir() else root.parent
+    staged = {}
+    for marker in folder.rglob(".*.etag") if folder.is_dir() else []:
+        local = marker.with_name(marker.name[1 : -len(".etag")])
+        staged[local.relative_to(base).as_posix()] = (local, marker)
+    for gone in set(_chosen(key, dict.fromkeys(staged, (0, "")))) - keys:
+        for path in staged[gone]:
+            path.unlink(missing_ok=True)
+
+
+def output_objects(job: Job) -> list[tuple[Path, str]]:
+    """The output's files in the mirror and the keys they are uploaded to."""
+    from pipelines.job.paths import job_paths
+
+    bucket, key = split(job.output.path)
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    paths = job_paths(job.output_path)
+    return [
+        (p, f"{bucket}/{folder}{p.name}") for p in (paths.output, paths.failures, paths.manifest)
+    ]
+
+
+def fetch_output(job: Job) -> None:
+    """Check the output's bucket; download a previous output the mirror lacks."""
+    if not is_remote(job.output.path):
+        return
+    from botocore.exceptions import ClientError
+
+    s3 = client(job)
+    url = job.output.path
+    bucket_name = split(url)[0]
+    try:
+        s3.head_bucket(Bucket=bucket_name)
+    except ClientError as exc:
+        # HEAD answers carry no body: a missing bucket is a bare 404
+        if str(exc.response.get("Error", {}).get("Code", "")) in NOT_FOUND:
+            raise JobError(f"{url}: bucket {bucket_name} does not exist (or not here)") from exc
+        raise storage_error(exc, url, source=False) from exc
+    except Exception as exc:
+        raise storage_error(exc, url, source=False) from exc
+    try:
+        for local, where in output_objects(job):
+            bucket, _, key = where.partition("/")
+            if local.exists():
+                continue
+            try:
+                _download(s3, bucket, key, local, "")
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) not in NOT_FOUND:
+                    raise
+    except Exception as exc:
+        raise storage_error(exc, url, source=False) from exc
+
+
+def upload(job: Job) -> list[str]:
+    """Upload the output, its failures file and manifest; the URLs written."""
+    if not is_remote(job.output.path):
+        return []
+    s3 = client(job)
+    written = []
+    try:
+        for local, where in output_objects(job):
+            if local.exists():
+                bucket, _, key = where.partition("/")
+                s3.upload_file(str(local), bucket, key)
+                written.append(REMOTE_SCHEME + where)
+    except Exception as exc:
+        raise storage_error(exc, job.output.path, source=False) from exc
+    return written
