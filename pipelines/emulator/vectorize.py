@@ -10,10 +10,12 @@ as Vectorize scores them: cosine similarity and dot product (higher first), eucl
 distance (lower first). Mutations apply at once, where Cloudflare applies them a few
 seconds later; a client that waits for them loses nothing here.
 
-The documented limits are enforced (5000 vectors per HTTP upsert, 100 MB a body, ids and
-namespaces up to 64 bytes, metadata up to 10 KiB a vector, 1536 dimensions, topK up to 100,
-or 20 with values or all metadata). The error codes are the emulator's own: a client must
-decide by HTTP status, which is what Cloudflare documents.
+The latency, ``error_rate`` and ``capacity_rate`` knobs answer Vectorize requests with 5xx and 429
+as they do inference requests. The documented limits are enforced (5000 vectors per HTTP
+upsert, 100 MB a body, ids and namespaces up to 64 bytes, metadata up to 10 KiB a vector,
+1536 dimensions, topK up to 100, or 20 with values or all metadata). The error codes are
+the emulator's own: a client must decide by HTTP status, which is what Cloudflare
+documents.
 """
 
 from __future__ import annotations
@@ -240,6 +242,14 @@ def _delete(index: Index, ids: list[str]) -> dict[str, Any]:
 async def _handle(request: Request) -> Any:
     emu = request.app.emulator
     emu.authorize(request.headers.get("authorization"))
+    # the same random 5xx and 429 answers as inference (error_rate, capacity_rate knobs)
+    plan = emu.faults.plan(emu.config, emu.elapsed())
+    if plan.delay_s > 0:  # latency_ms and spikes, as for inference
+        await emu.clock.sleep(plan.delay_s)
+    if plan.kind == "error":
+        raise env.server_error(plan.status)
+    if plan.kind == "capacity":
+        raise env.ApiError(429, 429, "Too many requests", headers={"Retry-After": "0"})
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise env.ApiError(413, CODE_INVALID, "the body is over the 100 MB upload limit")
