@@ -6,6 +6,7 @@ one clear error (exit 2, nothing spent) for a missing bucket or missing credenti
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,11 @@ def test_csv_glob_in_and_parquet_out_on_s3(
         assert SECRET not in result.stdout + result.stderr
     manifest = s3.get_object(Bucket=b, Key="out/emb.manifest.json")["Body"].read().decode()
     assert SECRET not in manifest
+    # status reads the mirror only: no credentials, no endpoint, no network
+    status = cli(emu, tmp_path, "state-b", {}, "status", "--json", str(job))
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)["jobs"]
+    assert (row["rows_total"], row["rows_done"], row["rows_pending"]) == (20, 20, 0)
 
 
 @pytest.mark.emulator(rpm_scale=100)
