@@ -149,7 +149,7 @@ def test_csv_glob_in_and_parquet_out_on_s3(
 
 
 @pytest.mark.emulator(rpm_scale=100)
-def test_a_parquet_folder_with_the_endpoint_in_the_job(
+def test_a_parquet_folder_read_by_column_with_the_endpoint_in_the_job(
     tmp_path: Path, emu: RunningEmulator, s3: Any, s3_url: str
 ) -> None:
     for part in range(2):
@@ -174,6 +174,9 @@ def test_a_parquet_folder_with_the_endpoint_in_the_job(
     done = cli(emu, tmp_path, "state", env, "run", "--no-progress", str(job))
     assert done.returncode == 0, done.stderr
     assert pq.read_table(tmp_path / "local" / "out.parquet").num_rows == 10
+    # only the columns the job reads were staged (ranged reads of the object)
+    staged = tmp_path / "state" / "remote" / s3.bucket / "ds" / "year=2020" / "data.parquet"
+    assert pq.read_schema(staged).names == ["text", "doc_id"]
 
 
 @pytest.mark.emulator(rpm_scale=100)

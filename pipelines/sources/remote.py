@@ -1,9 +1,11 @@
 """``s3://`` paths (AWS S3, Cloudflare R2, any S3-compatible store) through boto3.
 
 Inputs are staged: the objects a ``source.path`` names (one object, a "folder" prefix or a
-glob) are downloaded into the path's local mirror (:func:`pipelines.job.spec.remote_mirror`)
-and read from there by the ordinary sources, so keys (audio's relative paths included),
-column checks and streaming stay what they are for local files. Each staged file keeps the
+glob) are downloaded into the path's local mirror
+(:func:`pipelines.job.spec.remote_mirror`) and read from there by the ordinary sources, so
+keys (audio's relative paths included), column checks and streaming stay what they are for
+local files. A Parquet object is staged by column (ranged reads through pyarrow's S3
+filesystem): only the columns the job reads cross the network. Each staged file keeps the
 object's ETag beside it (``.<name>.etag``): an unchanged object is not downloaded again,
 and a staged file whose object is gone is removed, so ``output.sync`` sees it leave.
 
@@ -47,11 +49,10 @@ def split(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def client(job: Job) -> Any:
-    """A boto3 S3 client for the job's storage settings."""
+def _session(job: Job) -> Any:
+    """The boto3 session of the job's storage settings (its profile, else the defaults)."""
     try:
         import boto3
-        from botocore.config import Config
         from botocore.exceptions import ProfileNotFound
     except ImportError as exc:
         raise JobError("s3:// paths need boto3: pip install 'pipelines[s3]'") from exc
@@ -62,9 +63,41 @@ def client(job: Job) -> Any:
         )
     except ProfileNotFound as exc:
         raise JobError(f"storage.profile: no AWS profile {storage.profile!r}") from exc
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    return session
+
+
+def _endpoint(job: Job) -> str | None:
+    return job.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def client(job: Job) -> Any:
+    """A boto3 S3 client for the job's storage settings."""
+    from botocore.config import Config
+
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10)
-    return session.client("s3", endpoint_url=endpoint, region_name=storage.region, config=config)
+    return _session(job).client(
+        "s3", endpoint_url=_endpoint(job), region_name=job.storage.region, config=config
+    )
+
+
+def arrow_filesystem(job: Job) -> Any:
+    """pyarrow's S3 filesystem with the same credentials, endpoint and region as boto3's
+    (ranged reads: a Parquet object is read column by column, never whole)."""
+    from botocore.exceptions import NoCredentialsError
+    from pyarrow import fs
+
+    session = _session(job)
+    found = session.get_credentials()
+    if found is None:
+        raise NoCredentialsError()
+    creds = found.get_frozen_credentials()
+    return fs.S3FileSystem(
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        session_token=creds.token,
+        region=job.storage.region or session.region_name or "us-east-1",
+        endpoint_override=_endpoint(job),
+    )
 
 
 def storage_error(exc: Exception, url: str, *, source: bool) -> JobError | SourceError:
@@ -136,6 +169,43 @@ def _download(s3: Any, bucket: str, key: str, local: Path, etag: str) -> None:
     marker.write_text(etag)
 
 
+def _stage_parquet(arrow: Any, bucket: str, key: str, local: Path, etag: str, job: Job) -> None:
+    """Copy only the columns the job reads, streamed row group by row group: a wide
+    dataset's other columns never cross the network. The marker names the columns too, so a
+    job that starts reading another column stages the file again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.sources.base import needed_columns
+
+    columns = needed_columns(job)
+    stamp = f"{etag} {','.join(columns)}"
+    marker = _etag_file(local)
+    if local.exists() and marker.exists() and marker.read_text() == stamp:
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    part = local.with_name(f".{local.name}.part")
+    with arrow.open_input_file(f"{bucket}/{key}") as remote:
+        parquet = pq.ParquetFile(remote)
+        # a column the file lacks is left out here: the source's own check then names it
+        present = [c for c in columns if c in parquet.schema_arrow.names]
+        writer = None
+        try:
+            for batch in parquet.iter_batches(columns=present or None):
+                # the writer takes the batches' own schema (their column order)
+                writer = writer or pq.ParquetWriter(part, batch.schema)
+                writer.write_batch(batch)
+            if writer is None:  # no rows: an empty file with the projected schema
+                schema = parquet.schema_arrow
+                fields = [schema.field(c) for c in present] if present else list(schema)
+                pq.write_table(pa.schema(fields).empty_table(), part)
+        finally:
+            if writer is not None:
+                writer.close()
+    os.replace(part, local)
+    marker.write_text(stamp)
+
+
 def stage_source(job: Job) -> None:
     """Mirror the objects ``source.path`` names (see the module docstring)."""
     url = job.source.path
@@ -150,8 +220,13 @@ def stage_source(job: Job) -> None:
         chosen = _chosen(key, _listing(s3, bucket, prefix))
         if not chosen:
             raise SourceError(f"source.path {url!r} names no objects")
+        arrow = arrow_filesystem(job) if job.source.kind == "parquet" else None
         for name, (_, etag) in sorted(chosen.items()):
-            _download(s3, bucket, name, remote_mirror(f"{REMOTE_SCHEME}{bucket}/{name}"), etag)
+            local = remote_mirror(f"{REMOTE_SCHEME}{bucket}/{name}")
+            if arrow is not None and name.lower().endswith((".parquet", ".pq")):
+                _stage_parquet(arrow, bucket, name, local, etag, job)
+            else:
+                _download(s3, bucket, name, local, etag)
     except SourceError:
         raise
     except Exception as exc:  # botocore's tree: mapped by type and code, not by wording
