@@ -141,6 +141,12 @@ def test_csv_glob_in_and_parquet_out_on_s3(
         assert SECRET not in result.stdout + result.stderr
     manifest = s3.get_object(Bucket=b, Key="out/emb.manifest.json")["Body"].read().decode()
     assert SECRET not in manifest
+    # back on the first machine: the newer output is fetched, nothing is paid again
+    spent = emu.stats()["neurons_today"]
+    third = cli(emu, tmp_path, "state-a", env, "run", "--no-progress", str(job))
+    assert third.returncode == 0, third.stderr
+    assert "rows done 0," in third.stdout and emu.stats()["neurons_today"] == spent
+    assert remote_table(s3, "out/emb.parquet").num_rows == 20
     # status reads the mirror only: no credentials, no endpoint, no network
     status = cli(emu, tmp_path, "state-b", {}, "status", "--json", str(job))
     assert status.returncode == 0, status.stderr

@@ -13,7 +13,8 @@ Outputs are journalled in the mirror and uploaded whole after the run (:func:`up
 boto3's managed transfer: one PUT, or a multipart upload that is completed at the end or
 aborted, so a reader sees the old object or the new one, never half of one. Before a run,
 :func:`fetch_output` checks the bucket and, on a machine without the mirror, downloads the
-previous output so that nothing done is paid for again.
+previous output (or the newer one another machine uploaded, told by its ETag) so that
+nothing done is paid for again.
 
 Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 ``AWS_PROFILE`` or the job's ``storage.profile``, instance roles); the endpoint from the
@@ -262,7 +263,8 @@ def output_objects(job: Job) -> list[tuple[Path, str]]:
 
 
 def fetch_output(job: Job) -> None:
-    """Check the output's bucket; download a previous output the mirror lacks."""
+    """Check the output's bucket; download the output (and its failures file and manifest)
+    when the mirror lacks it or another machine uploaded a newer one."""
     if not is_remote(job.output.path):
         return
     from botocore.exceptions import ClientError
@@ -282,13 +284,15 @@ def fetch_output(job: Job) -> None:
     try:
         for local, where in output_objects(job):
             bucket, _, key = where.partition("/")
-            if local.exists():
-                continue
             try:
-                _download(s3, bucket, key, local, "")
+                etag = str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
             except ClientError as exc:
                 if str(exc.response.get("Error", {}).get("Code", "")) not in NOT_FOUND:
                     raise
+                continue
+            # the mirror is current when it holds the object this machine last uploaded or
+            # fetched; another machine's newer upload replaces it
+            _download(s3, bucket, key, local, etag)
     except Exception as exc:
         raise storage_error(exc, url, source=False) from exc
 
@@ -304,6 +308,9 @@ def upload(job: Job) -> list[str]:
             if local.exists():
                 bucket, _, key = where.partition("/")
                 s3.upload_file(str(local), bucket, key)
+                # remembered, so the next run knows the bucket holds this very file
+                etag = str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
+                _etag_file(local).write_text(etag)
                 written.append(REMOTE_SCHEME + where)
     except Exception as exc:
         raise storage_error(exc, job.output.path, source=False) from exc
