@@ -222,3 +222,18 @@ def test_the_page_renders_in_headless_chromium(tmp_path: Path, emu: RunningEmula
     )
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
     print(f"report screenshot: {shot}")
+
+
+def test_the_page_shows_where_results_went(tmp_path: Path) -> None:
+    """The output as the job file writes it, and the last run's Vectorize figures."""
+    folder = make_jobs(tmp_path)
+    job = load_job(folder / "rep-small.yaml")
+    when = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+    report = RunReport(job=job.name, run_id="r1", stop_reason=StopReason.DONE, rows_done=20)
+    sink = {"index": "docs-idx", "upserted": 18, "deleted": 2, "failed": 0, "requests": 1}
+    write_manifest(
+        job, report, started_at=when, ended_at=when, job_hash="h", extra={"vectorize": sink}
+    )
+    page = render_report(collect_report([job], generated_at="2026-11-28T02:00:00Z"))
+    assert "docs-idx: upserted 18, deleted 2, failed 0" in page
+    assert "../out/rep-small.parquet" in page

@@ -52,6 +52,8 @@ class JobReport:
     runs: list[dict[str, Any]] = field(default_factory=list)  # the manifest's history
     failures: list[FailureCode] = field(default_factory=list)
     cap: int | None = None
+    output: str = ""  # as the job file writes it (an s3:// URL stays one)
+    vectorize: dict[str, Any] | None = None  # the last run's Vectorize sink figures
 
 
 @dataclass
@@ -124,7 +126,16 @@ def _job_report(job: Job, ledger: Ledger | None, problems: list[str]) -> JobRepo
         cap: int | None = effective_budget(job.budget, None).daily_neurons
     except PipelinesError:
         cap = None  # job_status already noted the problem
-    return JobReport(status=status, runs=runs, failures=_failure_codes(job, problems), cap=cap)
+    last = manifest.get("last_run")
+    sink = last.get("vectorize") if isinstance(last, dict) else None
+    return JobReport(
+        status=status,
+        runs=runs,
+        failures=_failure_codes(job, problems),
+        cap=cap,
+        output=redact(job.output.path),
+        vectorize=redact_value(sink) if isinstance(sink, dict) else None,
+    )
 
 
 def _days(ledger: Ledger, days: int) -> list[dict[str, Any]]:

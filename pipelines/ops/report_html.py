@@ -137,8 +137,29 @@ def _cell(value: Any, *, number: bool = False) -> str:
     return f'<td class="n">{html.escape(text)}</td>' if number else f"<td>{html.escape(text)}</td>"
 
 
+def _sink_text(sink: dict[str, Any] | None) -> str:
+    """The last run's Vectorize figures in a few words."""
+    if not sink:
+        return "-"
+    if "error" in sink:
+        return str(sink["error"])
+    figures = ", ".join(f"{k} {sink.get(k, 0):,}" for k in ("upserted", "deleted", "failed"))
+    return f"{sink.get('index', '?')}: {figures}"
+
+
 def _jobs_table(data: ReportData) -> str:
-    head = ("job", "model", "total", "done", "failed", "pending", "last run (UTC)", "result")
+    head = (
+        "job",
+        "model",
+        "total",
+        "done",
+        "failed",
+        "pending",
+        "last run (UTC)",
+        "result",
+        "output",
+        "vectorize",
+    )
     rows = []
     for j in data.jobs:
         s = j.status
@@ -146,7 +167,7 @@ def _jobs_table(data: ReportData) -> str:
         cells = [_cell(s.job), _cell(s.model)]
         cells += [_cell(v, number=True) for v in (s.rows_total, s.rows_done, s.rows_failed)]
         cells += [_cell(s.rows_pending, number=True), _cell(s.last_run_ended or "-")]
-        cells.append(_cell(result))
+        cells += [_cell(result), _cell(j.output), _cell(_sink_text(j.vectorize))]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
