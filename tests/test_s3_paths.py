@@ -227,3 +227,71 @@ def test_storage_problems_are_one_line_before_any_neuron(
     expected = "no AWS credentials" if case == "no-credentials" else "does not exist"
     assert expected in errors[0]
     assert emu.stats()["neurons_today"] == before
+
+
+@pytest.fixture(scope="module")
+def locked_s3() -> Iterator[tuple[str, dict[str, str]]]:
+    """A second moto server that checks IAM: after its first four requests (the setup
+    below), a user without any policy is denied everything."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # waits for the server to listen, not for a clock
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        admin = {"endpoint_url": url, "region_name": "us-east-1"}
+        keys = {"aws_access_key_id": "admin", "aws_secret_access_key": "admin"}
+        iam = boto3.client("iam", **admin, **keys)
+        iam.create_user(UserName="nobody")
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        s3 = boto3.client("s3", **admin, **keys)
+        s3.create_bucket(Bucket="locked")
+        s3.put_object(Bucket="locked", Key="a.csv", Body=b"doc_id,text\n1,some text\n")
+        env = {
+            **aws_env(url),
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+        yield url, env
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.emulator(rpm_scale=100)
+@pytest.mark.parametrize("side", ["source", "output"])
+def test_access_denied_is_one_line_before_any_neuron(
+    tmp_path: Path, emu: RunningEmulator, locked_s3: tuple[str, dict[str, str]], side: str
+) -> None:
+    _, env = locked_s3
+    (tmp_path / "a.csv").write_text("doc_id,text\n1,some text\n")
+    if side == "source":
+        # at the bucket's top: moto's signature check stumbles on a "/" in a listing's
+        # prefix (SignatureDoesNotMatch where S3 says AccessDenied)
+        job = job_file(tmp_path, "s3://locked/a.csv", str(tmp_path / "out.parquet"))
+    else:
+        job = job_file(tmp_path, str(tmp_path / "a.csv"), "s3://locked/out/o.parquet")
+    before = emu.stats()["neurons_today"]
+    done = cli(emu, tmp_path, "state", env, "run", "--no-progress", str(job))
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "access denied" in errors[0], done.stderr
+    assert env["AWS_SECRET_ACCESS_KEY"] not in done.stderr + done.stdout
+    assert emu.stats()["neurons_today"] == before
