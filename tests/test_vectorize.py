@@ -422,3 +422,23 @@ def test_kill_9_resends_at_most_the_batch_in_flight(tmp_path: Path, emu: Running
     assert report.upserted == 60 - recorded and report.unchanged == recorded
     with api(emu) as c:
         assert c.get(f"/{index}").json()["result"]["vectorCount"] == 60
+
+
+@pytest.mark.emulator(rpm_scale=100)
+def test_a_rehearsal_never_counts_as_the_real_index(tmp_path: Path, emu: RunningEmulator) -> None:
+    """--provider emulator upserts into its own throw-away emulator; the journal keeps
+    that apart, so the run against the account's API still sends every vector."""
+    index = name()
+    rows = {f"r{i}": f"rehearsed text {i}" for i in range(12)}
+    job = write_job(tmp_path, index, rows)
+    rehearsal = cli(emu, tmp_path, "run", "--no-progress", "--provider", "emulator", str(job))
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    assert sink_figures(tmp_path)["upserted"] == 12
+    with api(emu) as c:
+        assert c.get(f"/{index}").status_code == 404  # nothing reached this account
+    assert cli(emu, tmp_path, "vectorize", "create", index, "--model", SMALL).returncode == 0
+    real = cli(emu, tmp_path, "run", "--no-progress", str(job))
+    assert real.returncode == 0, real.stderr
+    assert sink_figures(tmp_path)["upserted"] == 12
+    with api(emu) as c:
+        assert c.get(f"/{index}").json()["result"]["vectorCount"] == 12

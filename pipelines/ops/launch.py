@@ -76,7 +76,7 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
             fetch_output, job
         )  # an s3:// output: its bucket checked before any neuron is spent
         async with open_binding(choice, job.limits.timeout_s) as binding:
-            async with _vector_client(job, settings, model.dimensions) as vectors:
+            async with _vector_client(job, binding, model.dimensions) as vectors:
                 started = datetime.now(UTC)
                 report = await _run(job, settings, binding, budget)
                 extra: dict[str, object] = {}
@@ -92,19 +92,31 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
 
 @asynccontextmanager
 async def _vector_client(
-    job: Job, settings: RunSettings, dimensions: int | None
+    job: Job, binding: Binding, dimensions: int | None
 ) -> AsyncIterator[VectorizeClient | None]:
-    """The job's Vectorize client, its index checked against the model before any neuron
-    is spent; None when the job writes no vectors."""
-    if job.output.vectorize is None:
-        yield None
-        return
+    """The job's Vectorize client, at the same API as the binding's model calls (so the
+    emulator's vectors only ever go into the emulator's indexes), its index checked
+    against the model before any neuron is spent; None when there is nothing to write."""
     from pipelines.output.vectorize import check_index
     from pipelines.providers.base import ProviderSettings
 
-    provider = ProviderSettings.from_env(settings.base_url or job.base_url)
-    client = VectorizeClient(provider, timeout_s=job.limits.timeout_s)
+    spec = job.output.vectorize
+    settings = getattr(binding.provider, "settings", None)
+    if spec is None or not isinstance(settings, ProviderSettings):
+        if spec is not None:
+            log.warning(
+                "vectorize: skipped: provider %s does not write into Vectorize (run the "
+                "job on provider cloudflare)",
+                binding.name,
+                extra={"job": job.name},
+            )
+        yield None
+        return
+    client = VectorizeClient(settings, timeout_s=job.limits.timeout_s)
     try:
+        if binding.name == "emulator" and binding.ledger_path is not None and dimensions:
+            # a rehearsal's own throw-away emulator: its index is made for the run
+            await client.create(spec.index, dimensions, "cosine")
         await check_index(job, client, dimensions)
         yield client
     finally:

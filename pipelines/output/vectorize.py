@@ -1,12 +1,14 @@
 """The Vectorize sink: after a run, upsert the output's vectors into the job's index, once.
 
 The Parquet output stays the source of truth; the sink follows it. A small SQLite journal
-in the output's work folder (``vectorize.sqlite3``) records, per index and namespace, the
-id of every vector Vectorize acknowledged and the row hash (``_hash``: its text and kept
-columns) it was sent with. A vector is sent when its id is not in the journal or its hash
-changed (the text or its metadata changed); the journal is written, durably, right after
-each acknowledged batch, so a ``kill -9`` re-sends at most the batch in flight, and an
-upsert is idempotent by id, so that re-send changes nothing in the index.
+in the output's work folder (``vectorize.sqlite3``) records, per index (of one account at
+one API base: the emulator's never count as Cloudflare's) and namespace, the id of every
+vector Vectorize acknowledged and what it was sent from: the row hash (``_hash``: its text
+and kept columns) and the output's producer (``produced_by``). A vector is sent when its id
+is not in the journal or its hash changed (the text or its metadata changed); the journal
+is written, durably, right after each acknowledged batch, so a ``kill -9`` re-sends at most
+the batch in flight, and an upsert is idempotent by id, so that re-send changes nothing in
+the index.
 
 Batches keep to Vectorize's documented limits: at most 5000 vectors and 100 MB per upsert;
 a vector whose id is over 64 bytes or whose metadata is over 10 KiB is a failure without
@@ -46,7 +48,7 @@ from pipelines.providers.vectorize import (
 __all__ = ["SinkReport", "VectorJournal", "sync_vectorize"]
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS sent (
+CREATE TABLE IF NOT EXISTS sent (  -- idx: "<API base>/accounts/<account>#<index>"
     idx TEXT NOT NULL, ns TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL,
     PRIMARY KEY (idx, ns, id)
 );
@@ -156,15 +158,23 @@ def _vectors(job: Job) -> Iterator[_Vector | tuple[str, str, str]]:
     columns = list(dict.fromkeys([KEY, ROW_HASH, "embedding", id_col, *spec.metadata]))
     try:
         parquet = pq.ParquetFile(job.output_path)
+        # who made the vectors: a row is the same vector only from the same producer (an
+        # output rebuilt by another model host after --fresh is sent again)
+        meta = parquet.schema_arrow.metadata or {}
+        producer = meta.get(b"pipelines.produced_by", b"").decode("utf-8", "replace")
         batches = parquet.iter_batches(batch_size=READ_ROWS, columns=columns)
         for batch in batches:
-            yield from _batch_vectors(batch, id_col, spec.metadata, spec.namespace)
+            yield from _batch_vectors(batch, id_col, spec.metadata, spec.namespace, producer)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot read {job.output_path} for Vectorize ({exc})") from exc
 
 
 def _batch_vectors(
-    batch: pa.RecordBatch, id_col: str, meta_cols: list[str], namespace: str | None
+    batch: pa.RecordBatch,
+    id_col: str,
+    meta_cols: list[str],
+    namespace: str | None,
+    producer: str,
 ) -> Iterator[_Vector | tuple[str, str, str]]:
     emb = batch.column("embedding")
     width = emb.type.list_size
@@ -174,7 +184,7 @@ def _batch_vectors(
     hashes = batch.column(ROW_HASH).to_pylist()
     metas = {c: batch.column(c).to_pylist() for c in meta_cols}
     for i, (raw_id, row_hash) in enumerate(zip(ids, hashes, strict=True)):
-        vid, h = ("" if raw_id is None else str(raw_id)), str(row_hash)
+        vid, h = ("" if raw_id is None else str(raw_id)), f"{row_hash}@{producer}"
         if not vid or len(vid.encode()) > MAX_ID_BYTES:
             yield vid, h, f"id {vid[:80]!r} is empty or over {MAX_ID_BYTES} bytes"
             continue
@@ -198,10 +208,12 @@ class _Sender:
         assert spec is not None
         self.client, self.journal = client, journal
         self.index, self.ns = spec.index, spec.namespace or ""
+        # the journal's index: this account's (or emulator's) index of that name
+        self.key = f"{client.target}#{spec.index}"
         self.report = SinkReport(spec.index)
 
     def failed(self, vid: str, row_hash: str, error: str, message: str) -> None:
-        self.journal.fail(self.index, self.ns, vid, row_hash, error, message)
+        self.journal.fail(self.key, self.ns, vid, row_hash, error, message)
         self.report.failed += 1
         if len(self.report.failures) < 5:
             self.report.failures.append((vid, message))
@@ -222,7 +234,7 @@ class _Sender:
             await self.send(batch[:half])
             await self.send(batch[half:])
             return
-        self.journal.record(self.index, self.ns, [(v.id, v.hash) for v in batch])
+        self.journal.record(self.key, self.ns, [(v.id, v.hash) for v in batch])
         self.report.upserted += len(batch)
 
 
@@ -233,7 +245,7 @@ async def sync_vectorize(job: Job, client: VectorizeClient) -> SinkReport:
     journal = VectorJournal(journal_path(job))
     try:
         sender = _Sender(client, journal, job)
-        sent = journal.sent(spec.index, sender.ns)
+        sent = journal.sent(sender.key, sender.ns)
         seen: set[str] = set()
         batch: list[_Vector] = []
         size = 0
@@ -260,7 +272,7 @@ async def sync_vectorize(job: Job, client: VectorizeClient) -> SinkReport:
             stale = sorted(set(sent) - seen)
             if stale:
                 await client.delete_by_ids(spec.index, stale)
-                journal.forget(spec.index, sender.ns, stale)
+                journal.forget(sender.key, sender.ns, stale)
                 sender.report.deleted = len(stale)
         return sender.report
     finally:

@@ -99,6 +99,8 @@ class VectorizeClient:
         base = check_base_url(settings.base_url, "the provider settings")
         self._token = settings.token
         self._base = f"{base}/accounts/{settings.account_id}/vectorize/v2/indexes"
+        # whose indexes these are: the sink's journal keeps each target's vectors apart
+        self.target = f"{base}/accounts/{settings.account_id}"
         self._timeout_s = timeout_s
         self._policy = policy or RetryPolicy()
         self._client = make_client(timeout_s, 8, transport)
