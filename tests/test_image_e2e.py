@@ -395,7 +395,7 @@ def test_the_contact_sheet_is_one_self_contained_page(tmp_path: Path, emu: Runni
     assert cli(emu, tmp_path, "run", "--no-progress", str(job)).returncode == 0
     (tmp_path / "out" / "img" / "p1.png").unlink()
     sheet = tmp_path / "sheet.html"
-    result = cli(emu, tmp_path, "report", str(job), "--out", str(sheet))
+    result = cli(emu, tmp_path, "sheet", str(job), "--out", str(sheet))
     assert result.returncode == 0, result.stderr
     assert "3 of 3 images, 1 missing" in result.stdout
     page = sheet.read_text()
@@ -409,6 +409,13 @@ def test_the_contact_sheet_is_one_self_contained_page(tmp_path: Path, emu: Runni
     raw = yaml.safe_load((Path(__file__).parents[1] / "jobs" / "review_insights.yaml").read_text())
     raw["source"]["path"] = str(Path(__file__).parents[1] / "sample_data" / "reviews.parquet")
     other.write_text(yaml.safe_dump(raw))
-    refused = cli(emu, tmp_path, "report", str(other), "--out", str(sheet))
+    refused = cli(emu, tmp_path, "sheet", str(other), "--out", str(sheet))
     assert refused.returncode == 2 and refused.stderr.startswith("error: ")
     assert "only image jobs have images" in refused.stderr
+    # the HTML report of the job carries the same sheet (and keys stay escaped there too)
+    report = tmp_path / "report.html"
+    made = cli(emu, tmp_path, "report", str(job), "--out", str(report))
+    assert made.returncode == 0, made.stderr
+    page = report.read_text()
+    assert "<h2>Images</h2>" in page and page.count('src="data:image/jpeg;base64,') == 2
+    assert "&lt;script&gt;alert(1)" in page

@@ -50,6 +50,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "Estimate rows, requests, neurons and days for a job (no network).",
     ),
     "report": LazyCommand(
+        "pipelines.cli.ops:report",
+        "Write one self-contained HTML report: rows, runs, neurons per day, failures.",
+    ),
+    "sheet": LazyCommand(
         "pipelines.cli.report:report",
         "Write an image job's contact sheet: its images as thumbnails, one HTML file.",
     ),
@@ -68,6 +72,10 @@ COMMANDS: dict[str, LazyCommand] = {
     "status": LazyCommand(
         "pipelines.cli.ops:status",
         "Rows done, pending and failed, the last run and neurons, per job (no network).",
+    ),
+    "vectorize": LazyCommand(
+        "pipelines.cli.vectorize:vectorize",
+        "Vectorize indexes: create one for a model, show one, search one by text.",
     ),
     "validate": LazyCommand(
         "pipelines.cli.validate:validate",

@@ -13,6 +13,7 @@ from pipelines.core.errors import JobError
 from pipelines.job.load import load_jobs
 
 if TYPE_CHECKING:
+    from pipelines.job.spec import Job
     from pipelines.ops.schedule import ScheduleSpec
 
 
@@ -41,6 +42,45 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     click.echo(render_table(statuses))
+
+
+def write_html_report(
+    jobs: list[Job], out: Path, *, account: str | None = None, days: int = 30
+) -> Path:
+    """Gather and write the HTML report of ``jobs`` (also what ``run --report`` calls)."""
+    from datetime import UTC, datetime
+
+    from pipelines.ops.manifest import iso_utc
+    from pipelines.ops.report_data import collect_report
+    from pipelines.ops.report_html import write_report
+
+    data = collect_report(jobs, generated_at=iso_utc(datetime.now(UTC)), account=account, days=days)
+    return write_report(data, out)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write (replaced atomically).",
+)
+@click.option(
+    "--account",
+    default=None,
+    help="Ledger account for the days and the cap (default: $CLOUDFLARE_ACCOUNT_ID).",
+)
+@click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True)
+def report(paths: tuple[Path, ...], out: Path, account: str | None, days: int) -> None:
+    """Write one self-contained HTML report: rows, runs, neurons per day, failures.
+
+    PATHS are job files or folders of them (default: ./jobs). The page inlines its charts'
+    runtime, so it works offline and can be mailed.
+    """
+    written = write_html_report(load_jobs(_job_paths(paths)), out, account=account, days=days)
+    click.echo(f"wrote {written}")
 
 
 @click.group()

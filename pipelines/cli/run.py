@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pipelines.job.load import load_job, load_jobs
+from pipelines.job.spec import Job
 from pipelines.run.report import RunReport, StopReason, plural
 from pipelines.run.settings import RunSettings
 
@@ -69,6 +70,13 @@ def _summary(report: RunReport) -> str:
     default="text",
     help="Log lines for people (text) or machines (json), on stderr.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After the runs, refresh this HTML report of the jobs (see `pipelines report`).",
+)
 def run(
     jobs: tuple[Path, ...],
     provider: str | None,
@@ -81,6 +89,7 @@ def run(
     no_progress: bool,
     no_cache: bool,
     log_format: str,
+    report_path: Path | None,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
     from pipelines.ops.jobset import arun_jobs, overall_exit_code
@@ -111,6 +120,8 @@ def run(
         if report.message:
             kind = "error" if report.stop_reason is StopReason.ABORTED else "note"
             click.echo(f"{kind}: {report.message}", err=True)
+    if report_path is not None:
+        _refresh_report(loaded, report_path)
     sys.exit(overall_exit_code(reports))
 
 
@@ -130,6 +141,17 @@ def _plan_images(p: Plan) -> None:
     limit = f"at {p.daily_neurons:,} {p.unit} a day" if each else "at the model's requests a minute"
     click.echo(f"per day    {p.images_per_day or 0:,} images {limit}")
     click.echo(f"days       {p.days_at_cap:,.2f} at {p.daily_neurons:,} {p.unit} a day")
+
+
+def _refresh_report(jobs: list[Job], path: Path) -> None:
+    """The nightly report after the runs; a failure to write it never hides their exit code."""
+    from pipelines.cli.ops import write_html_report
+    from pipelines.core.errors import PipelinesError
+
+    try:
+        click.echo(f"report: wrote {write_html_report(jobs, path)}")
+    except PipelinesError as exc:
+        click.echo(f"error: report not written: {exc.message}", err=True)
 
 
 @click.command()

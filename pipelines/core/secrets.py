@@ -30,6 +30,8 @@ OPENAI_KEY_VAR = "OPENAI_API_KEY"
 OPENAI_KEY_FILE_VAR = "OPENAI_API_KEY_FILE"
 # Every (value, file) pair of variables whose secret is masked in everything written.
 SECRET_VARS = ((TOKEN_VAR, TOKEN_FILE_VAR), (OPENAI_KEY_VAR, OPENAI_KEY_FILE_VAR))
+# Object-storage secrets (s3:// paths) are masked the same way; they have no file variable.
+STORAGE_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 MASK = "***"
 # Shorter values are not real tokens; masking them would garble every line they occur in.
 MIN_SECRET = 4
@@ -136,7 +138,8 @@ def _file_secret(path: str) -> str:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Every value that must never be written (the Cloudflare token and the OpenAI key,
-    from the environment or their files), valid or not, longest first."""
+    from the environment or their files, and the AWS secret key and session token), valid
+    or not, longest first."""
     env = os.environ if environ is None else environ
     found: set[str] = set()
     for var, file_var in SECRET_VARS:
@@ -145,6 +148,8 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
         path = env.get(file_var)
         if path:
             found.add(_file_secret(path))
+    for var in STORAGE_SECRET_VARS:
+        found.add(env.get(var, "").strip())
     return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
 
 

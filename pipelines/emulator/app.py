@@ -3,6 +3,7 @@
 Routes: ``/client/v4/accounts/{account}/ai/run/{model}`` (sync and ``?queueRequest=true``;
 image models that answer a PNG or JPEG body get it as the body, not in the envelope),
 ``/client/v4/accounts/{account}/ai/v1/embeddings`` and ``.../ai/v1/chat/completions``,
+``/client/v4/accounts/{account}/vectorize/v2/indexes/...`` (Vectorize v2, see vectorize.py),
 ``/client/v4/graphql`` and the ``/__emulator/*`` control endpoints; any other path gets
 Cloudflare's 404 / 7000.
 """
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from pipelines.emulator import envelope as env
-from pipelines.emulator import graphql
+from pipelines.emulator import graphql, vectorize
 from pipelines.emulator.chat import native_body
 from pipelines.emulator.clock import Clock
 from pipelines.emulator.config import EmulatorConfig
@@ -310,6 +311,7 @@ def build_app(config: EmulatorConfig | None = None, *, clock: Clock | None = Non
         Route(account + "/run/{model:path}", run_model, methods=["POST"]),
         Route(account + "/v1/embeddings", openai_embeddings, methods=["POST"]),
         Route(account + "/v1/chat/completions", openai_chat, methods=["POST"]),
+        *vectorize.routes(PREFIX),
         Route(PREFIX + "/graphql", graphql_usage, methods=["POST"]),
         Route(CONTROL + "/stats", stats, methods=["GET"]),
         Route(CONTROL + "/reset", reset, methods=["POST"]),

@@ -21,6 +21,7 @@ from pipelines.emulator.faults import Faults
 from pipelines.emulator.inputs import ModelInput, check_input
 from pipelines.emulator.ledger import Ledger
 from pipelines.emulator.outputs import Outcome, infer
+from pipelines.emulator.vectorize import Store
 
 
 class Emulator:
@@ -33,6 +34,7 @@ class Emulator:
         self.faults = Faults(config.seed)
         self.batches = BatchQueue(self.clock)
         self.started = self.clock.monotonic()
+        self.vectorize = Store()  # Vectorize v2 indexes, per account
         self.in_flight = 0
         """API requests being answered now (a client that gave up may leave some behind)."""
 

@@ -174,6 +174,22 @@ def _check_paths(job: Job, problems: Problems) -> None:
     check_images_folder(job, problems)
     if len(set(job.output.keep)) != len(job.output.keep):
         problems.add(("output", "keep"), "lists a column twice")
+    _check_vectorize(job, problems)
+
+
+def _check_vectorize(job: Job, problems: Problems) -> None:
+    """The sink reads the id and the metadata from the output, so they must be kept there."""
+    spec = job.output.vectorize
+    if spec is None:
+        return
+    where = ("output", "vectorize")
+    if job.task.kind != "embed":
+        problems.add(where, f"only embed jobs write vectors (this job is {job.task.kind})")
+    if spec.id is not None and spec.id not in job.output.keep:
+        problems.add((*where, "id"), f"{spec.id!r} must be a column of output.keep")
+    missing = [c for c in spec.metadata if c not in job.output.keep]
+    if missing:
+        problems.add((*where, "metadata"), f"{missing} must be columns of output.keep")
 
 
 def _unknown_model(model_id: str) -> str:

@@ -24,6 +24,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+REMOTE_SCHEME = "s3://"
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is an object-storage URL (``s3://bucket/key``)."""
+    return path.startswith(REMOTE_SCHEME)
+
+
+def remote_mirror(url: str) -> Path:
+    """The local mirror of ``s3://bucket/key``: ``<state dir>/remote/bucket/key``. Inputs
+    are staged there and outputs journalled there, then uploaded whole."""
+    from pipelines.core.state import state_dir
+
+    return state_dir() / "remote" / url[len(REMOTE_SCHEME) :].lstrip("/")
+
+
+class StorageSpec(_Strict):
+    """Object storage for ``s3://`` paths (S3, or R2 through its S3 endpoint)."""
+
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="e.g. https://<account>.r2.cloudflarestorage.com (default: "
+        "$AWS_ENDPOINT_URL, else AWS S3).",
+    )
+    region: str | None = Field(default=None, description="Default: the AWS settings' (R2: auto).")
+    profile: str | None = Field(default=None, description="An AWS profile (default: $AWS_PROFILE).")
+
+
 class SourceSpec(_Strict):
     """Where the rows come from."""
 
@@ -109,6 +138,26 @@ class TaskSpec(_Strict):
         ]
 
 
+class VectorizeSpec(_Strict):
+    """embed: upsert each vector into a Cloudflare Vectorize index, besides the Parquet."""
+
+    index: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64, description="The index's name."
+    )
+    namespace: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Put the vectors in this namespace."
+    )
+    id: str | None = Field(
+        default=None,
+        description="The column whose value is a vector's id (default: the source key); "
+        "a column of output.keep.",
+    )
+    metadata: list[str] = Field(
+        default_factory=list,
+        description="Columns of output.keep stored as each vector's metadata.",
+    )
+
+
 class OutputSpec(_Strict):
     """Where results go."""
 
@@ -124,7 +173,10 @@ class OutputSpec(_Strict):
     sync: bool = Field(
         default=False,
         description="Drop output rows whose key is no longer in the input (at the end of a "
-        "run that read the whole input).",
+        "run that read the whole input); with vectorize, delete their vectors too.",
+    )
+    vectorize: VectorizeSpec | None = Field(
+        default=None, description="embed: also upsert the vectors into a Vectorize index."
     )
 
 
@@ -182,6 +234,7 @@ class Job(_Strict):
     output: OutputSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
 
     # Set by the loader, never by the YAML: the job file and the folder paths resolve against.
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -204,7 +257,10 @@ class Job(_Strict):
         return self._base_dir
 
     def resolve(self, path: str) -> Path:
-        """A path from the job file, resolved against the job file's folder."""
+        """A path from the job file, resolved against the job file's folder; an ``s3://``
+        URL maps to its local mirror (:func:`remote_mirror`), which a run fills first."""
+        if is_remote(path):
+            return remote_mirror(path)
         p = Path(path).expanduser()
         # normalised (``jobs/../out`` is ``out``) so messages show the path people expect
         return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))

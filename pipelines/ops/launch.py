@@ -6,23 +6,28 @@ This is what ``pipelines run`` does for each job (through :mod:`pipelines.ops.jo
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO
 
-from pipelines.budget import Ledger, effective_budget
+from pipelines.budget import EffectiveBudget, Ledger, effective_budget
 from pipelines.core.errors import PipelinesError
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
 from pipelines.providers.registry import Binding, choose, open_binding
+from pipelines.providers.vectorize import VectorizeClient
 from pipelines.run.budget_guard import RunBudget
 from pipelines.run.cache import CACHE_FILE, ResultCache, open_cache
-from pipelines.run.report import RunReport
+from pipelines.run.report import RunReport, StopReason
 from pipelines.run.runner import RunContext, arun_job
 from pipelines.run.settings import RunSettings
+from pipelines.sources.remote import fetch_output, upload
 
 log = logging.getLogger("pipelines")
 
@@ -67,43 +72,126 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
             log.warning(lock.notice, extra={"job": job.name})
         if choice.fallback_notice and settings.provider is None:
             log.warning("notice: %s", choice.fallback_notice, extra={"job": job.name})
+        await asyncio.to_thread(
+            fetch_output, job
+        )  # an s3:// output: its bucket checked before any neuron is spent
         async with open_binding(choice, job.limits.timeout_s) as binding:
-            ledger = Ledger(
-                binding.ledger_path,
-                account=binding.account,
-                daily_neurons=budget.daily_neurons,
-                reserve=budget.reserve,
-                day_fn=binding.day,
-                unit=model.budget_unit,
-            )
-            with ExitStack() as stack:
-                stack.callback(ledger.close)
-                if binding.paid:  # a ledger made today would not know what today spent
-                    ledger.require_known_usage()
-                cache = _cache_for(binding, settings)
-                if cache is not None:
-                    stack.callback(cache.close)
-                log.info("run started (%s)", binding.name, extra={"job": job.name})
-                # after the first log line: a bar drawn before it would get the line glued on
-                bar = TqdmProgress(job.name) if settings.progress else None
-                if bar is not None:
-                    stack.callback(bar.close)
-                context = RunContext(
-                    provider=binding.provider,
-                    budget=RunBudget(ledger, budget.max_neurons),
-                    produced_by=binding.produced_by(model),
-                    cache=cache,
-                    progress=bar,
-                    rate_limited=binding.rate_limited,
-                )
+            async with _vector_client(job, binding, model.dimensions) as vectors:
                 started = datetime.now(UTC)
-                report = await arun_job(job, context, settings)
-            _record(job, report, binding, started, model.budget_unit)
-            return report
+                report = await _run(job, settings, binding, budget)
+                extra: dict[str, object] = {}
+                if vectors is not None:
+                    report, extra["vectorize"] = await _sink(job, vectors, report)
+            _record(job, report, binding, started, model.budget_unit, extra)
+        for url in await asyncio.to_thread(
+            upload, job
+        ):  # inside the lock: no other run's file goes up instead
+            log.info("uploaded %s", url, extra={"job": job.name})
+        return report
 
 
-def _record(job: Job, report: RunReport, binding: Binding, started: datetime, unit: str) -> None:
-    extra: dict[str, object] = {"paid": binding.paid}
+@asynccontextmanager
+async def _vector_client(
+    job: Job, binding: Binding, dimensions: int | None
+) -> AsyncIterator[VectorizeClient | None]:
+    """The job's Vectorize client, at the same API as the binding's model calls (so the
+    emulator's vectors only ever go into the emulator's indexes), its index checked
+    against the model before any neuron is spent; None when there is nothing to write."""
+    from pipelines.output.vectorize import check_index
+    from pipelines.providers.base import ProviderSettings
+
+    spec = job.output.vectorize
+    settings = getattr(binding.provider, "settings", None)
+    if spec is None or not isinstance(settings, ProviderSettings):
+        if spec is not None:
+            log.warning(
+                "vectorize: skipped: provider %s does not write into Vectorize (run the "
+                "job on provider cloudflare)",
+                binding.name,
+                extra={"job": job.name},
+            )
+        yield None
+        return
+    client = VectorizeClient(settings, timeout_s=job.limits.timeout_s)
+    try:
+        if binding.name == "emulator" and binding.ledger_path is not None and dimensions:
+            # a rehearsal's own throw-away emulator: its index is made for the run
+            await client.create(spec.index, dimensions, "cosine")
+        await check_index(job, client, dimensions)
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _sink(
+    job: Job, client: VectorizeClient, report: RunReport
+) -> tuple[RunReport, dict[str, object]]:
+    """Upsert what the output holds and the index lacks (also after a run that stopped
+    early: what is done is worth searching); the report, aborted when Vectorize failed, and
+    the sink's figures for the manifest."""
+    from pipelines.output.vectorize import sync_vectorize
+
+    try:
+        done = await sync_vectorize(job, client)
+    except PipelinesError as exc:
+        message = f"Vectorize: {exc.message}; the next run sends the rest"
+        failed = replace(report, stop_reason=StopReason.ABORTED, message=message, error=exc)
+        return failed, {"error": message}
+    log.info(done.line(), extra={"job": job.name})
+    for vid, message in done.failures:
+        log.warning("vectorize: vector %s failed: %s", vid, message, extra={"job": job.name})
+    if done.failed and report.stop_reason is StopReason.DONE:
+        # a vector the index refused is a failed row, as a row the model refused is
+        note = f"{done.failed:,} vectors refused by Vectorize (first: {done.failures[0][1]})"
+        report = replace(report, stop_reason=StopReason.ROWS_FAILED, message=note)
+    return report, done.as_dict()
+
+
+async def _run(
+    job: Job, settings: RunSettings, binding: Binding, budget: EffectiveBudget
+) -> RunReport:
+    """The run itself, with its ledger, cache and progress bar."""
+    model = job_model(job)
+    ledger = Ledger(
+        binding.ledger_path,
+        account=binding.account,
+        daily_neurons=budget.daily_neurons,
+        reserve=budget.reserve,
+        day_fn=binding.day,
+        unit=model.budget_unit,
+    )
+    with ExitStack() as stack:
+        stack.callback(ledger.close)
+        if binding.paid:  # a ledger made today would not know what today spent
+            ledger.require_known_usage()
+        cache = _cache_for(binding, settings)
+        if cache is not None:
+            stack.callback(cache.close)
+        log.info("run started (%s)", binding.name, extra={"job": job.name})
+        # after the first log line: a bar drawn before it would get the line glued on
+        bar = TqdmProgress(job.name) if settings.progress else None
+        if bar is not None:
+            stack.callback(bar.close)
+        context = RunContext(
+            provider=binding.provider,
+            budget=RunBudget(ledger, budget.max_neurons),
+            produced_by=binding.produced_by(model),
+            cache=cache,
+            progress=bar,
+            rate_limited=binding.rate_limited,
+        )
+        return await arun_job(job, context, settings)
+
+
+def _record(
+    job: Job,
+    report: RunReport,
+    binding: Binding,
+    started: datetime,
+    unit: str,
+    more: dict[str, object],
+) -> None:
+    extra: dict[str, object] = {"paid": binding.paid, **more}
     if unit != "neurons":  # a model outside the catalog: its "neurons" are tokens or requests
         extra["unit"] = unit
     try:

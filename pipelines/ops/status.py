@@ -81,7 +81,8 @@ def _source_rows(job: Job, status: JobStatus) -> None:
     from pipelines.sources import open_source
 
     try:
-        status.rows_total = open_source(job).count()
+        # an s3:// input is counted in its local mirror, as the last run staged it
+        status.rows_total = open_source(job, stage=False).count()
     except PipelinesError as exc:
         status.problems.append(exc.message)
 

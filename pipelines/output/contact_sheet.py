@@ -29,9 +29,13 @@ from pipelines.output.images import inside_folder
 
 COLUMNS = [KEY, "file", "sha256", "bytes", "width", "height", "format", "seed", "prompt"]
 _POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_STYLE = """
+_PAGE_STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:20px;margin:0 0 4px}.counts{color:#555;margin:0 0 16px}
+h1{font-size:20px;margin:0 0 4px}
+"""
+# the grid's own rules: also carried by the HTML report, which shows image jobs' sheets
+SHEET_STYLE = """
+.counts{color:#555;margin:0 0 16px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(var(--s),1fr));gap:12px}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}
 figure img{width:100%;height:auto;display:block;border-radius:3px}
@@ -98,8 +102,9 @@ def _n(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def contact_sheet(job: Job, *, limit: int = 500, size: int = 192) -> tuple[str, SheetCounts]:
-    """The HTML page of ``job``'s images (the first ``limit`` rows of its index)."""
+def sheet_section(job: Job, *, limit: int = 500, size: int = 192) -> tuple[str, SheetCounts]:
+    """``job``'s images as an HTML fragment (counts, then a grid of the first ``limit`` rows
+    of its index), for a page that carries :data:`SHEET_STYLE`."""
     if job.task.kind != "image" or job.images_path is None:
         raise JobError(f"job {job.name} is a {job.task.kind} job: only image jobs have images")
     paths = job_paths(job.output_path, job.images_path)
@@ -111,18 +116,27 @@ def contact_sheet(job: Job, *, limit: int = 500, size: int = 192) -> tuple[str, 
         counts.failed = pq.ParquetFile(paths.failures).metadata.num_rows
     base = paths.output.parent
     tiles = [_tile(row, job.images_path, base, size, counts) for row in rows]
-    title = html.escape(f"{job.name}: {job.task.model}")
     formats = ", ".join(f"{n:,} {fmt}" for fmt, n in sorted(counts.formats.items())) or "none"
     summary = (
         f"{_n(counts.rows, 'image')} in the index, {counts.shown:,} shown; "
         f"{_n(counts.missing, 'file')} missing, {counts.changed:,} changed since made; "
         f"{_n(counts.failed, 'failed row')}; {counts.bytes / 1e6:,.1f} MB shown ({formats})"
     )
+    fragment = (
+        f'<div class="sheet" style="--s:{size}px"><p class="counts">{html.escape(summary)}</p>\n'
+        '<div class="grid">\n' + "\n".join(tiles) + "\n</div></div>"
+    )
+    return fragment, counts
+
+
+def contact_sheet(job: Job, *, limit: int = 500, size: int = 192) -> tuple[str, SheetCounts]:
+    """The HTML page of ``job``'s images (the first ``limit`` rows of its index)."""
+    fragment, counts = sheet_section(job, limit=limit, size=size)
+    title = html.escape(f"{job.name}: {job.task.model}")
     page = (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
-        f"<title>{title}</title><style>{_STYLE}</style></head>\n"
-        f'<body style="--s:{size}px"><h1>{title}</h1><p class="counts">{html.escape(summary)}</p>\n'
-        f'<div class="grid">\n' + "\n".join(tiles) + "\n</div></body></html>\n"
+        f"<title>{title}</title><style>{_PAGE_STYLE}{SHEET_STYLE}</style></head>\n"
+        f"<body><h1>{title}</h1>{fragment}</body></html>\n"
     )
     return page, counts

@@ -18,8 +18,14 @@ from pipelines.sources.base import (
 )
 
 
-def open_source(job: Job) -> Source:
-    """The job's input, checked and ready to stream; raises :class:`SourceError`."""
+def open_source(job: Job, *, stage: bool = True) -> Source:
+    """The job's input, checked and ready to stream; raises :class:`SourceError`. An
+    ``s3://`` path is staged into its local mirror first (:mod:`pipelines.sources.remote`),
+    unless ``stage`` is false (``status``: no network), when the mirror is read as it is."""
+    from pipelines.sources.remote import stage_source
+
+    if stage:
+        stage_source(job)
     kind = job.source.kind
     if kind == "csv":
         return csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))
