@@ -54,7 +54,7 @@ COMMANDS: dict[str, LazyCommand] = {
         "Write one self-contained HTML report: rows, runs, neurons per day, failures.",
     ),
     "sheet": LazyCommand(
-        "pipelines.cli.report:report",
+        "pipelines.cli.sheet:sheet",
         "Write an image job's contact sheet: its images as thumbnails, one HTML file.",
     ),
     "run": LazyCommand(

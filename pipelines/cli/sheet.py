@@ -1,4 +1,4 @@
-"""``pipelines report``: the contact sheet of an image job, one self-contained HTML file."""
+"""``pipelines sheet``: the contact sheet of an image job, one self-contained HTML file."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pipelines.job.load import load_job
     show_default=True,
     help="Longest side of a thumbnail, in pixels.",
 )
-def report(job_file: Path, out: Path, limit: int, size: int) -> None:
+def sheet(job_file: Path, out: Path, limit: int, size: int) -> None:
     """Write an image job's contact sheet: its images as thumbnails, one HTML file."""
     from pipelines.core.files import atomic_write
     from pipelines.output.contact_sheet import contact_sheet
