@@ -74,6 +74,14 @@ def is_database_url(text: str | None) -> bool:
     return bool(text) and str(text).startswith(("postgresql://", "postgres://"))
 
 
+def database_problem(url: str, exc: BaseException, doing: str) -> StateError:
+    """One line, password masked, for an error of the database at ``url``."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = f"the {WHAT} database {redact_url(url)} {doing}: {first}"
+    password = url_password(url)
+    return StateError(mask(text, [password]) if password else text)
+
+
 class PgConn:
     """A psycopg connection that takes the ledger's ``?`` placeholders."""
 
@@ -109,10 +117,7 @@ class PgLedgerStore:
 
     def problem(self, exc: BaseException, doing: str) -> StateError:
         """One line, password masked, for a database error."""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        text = f"the {WHAT} database {self.where} {doing}: {first}"
-        password = url_password(self.url)
-        return StateError(mask(text, [password]) if password else text)
+        return database_problem(self.url, exc, doing)
 
     def _connect(self) -> None:
         try:

@@ -95,6 +95,8 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
                     cache=cache,
                     progress=bar,
                     rate_limited=binding.rate_limited,
+                    shared_limits=ledger.url,
+                    account=binding.account,
                 )
                 started = datetime.now(UTC)
                 report = await arun_job(job, context, settings)

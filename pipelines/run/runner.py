@@ -41,6 +41,7 @@ from pipelines.run.ratelimit import RateLimiter
 from pipelines.run.report import RunReport, StopReason, budget_stop_message, plural
 from pipelines.run.sending import Outcome, Sender, failures_of
 from pipelines.run.settings import RunSettings
+from pipelines.run.shared_limit import SharedRateLimiter
 from pipelines.run.stopping import Stopped, Stopper
 from pipelines.sources import open_source
 from pipelines.sources.audio import load_media
@@ -75,6 +76,9 @@ class RunContext:
     progress: Progress | None = None
     clock: Clock = REAL_CLOCK
     rate_limited: bool = True  # False: no model's per-minute limit (local models)
+    # the shared ledger's database: the per-model limit is then shared by every machine
+    shared_limits: str | None = None
+    account: str = "default"
 
 
 class Runner:
@@ -92,7 +96,18 @@ class Runner:
         # a job's own limit always holds; the model's published one only where it applies
         default_rpm = self.model.rpm if context.rate_limited else math.inf
         rpm = job.limits.requests_per_minute or default_rpm
-        limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
+        limiter: RateLimiter | SharedRateLimiter
+        if context.shared_limits and math.isfinite(rpm):
+            limiter = SharedRateLimiter(
+                context.shared_limits,
+                context.account,
+                self.model.id,
+                rpm,
+                sleep=self.stopper.pause,
+            )
+        else:
+            limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
+        self.limiter = limiter
         self.sender = Sender(
             job_name=job.name,
             task=self.task,
@@ -149,6 +164,8 @@ class Runner:
         finally:
             await self._drain(writer)
             heartbeat.cancel()
+            if isinstance(self.limiter, SharedRateLimiter):
+                await self.limiter.aclose()
             self.budget.close()
             await self._finalize(produced)
             self.report.wall_s = time.monotonic() - started
