@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
+from pipelines.core.shard import Shard
 from pipelines.job.load import load_job, load_jobs
+from pipelines.job.spec import Job
 from pipelines.run.report import RunReport, StopReason
 from pipelines.run.settings import RunSettings
 
@@ -56,6 +58,13 @@ def _summary(report: RunReport) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
 @click.option(
+    "--shard",
+    "shard_spec",
+    default=None,
+    metavar="I/N",
+    help="Only shard I of N (by key hash), into <output>/part-I-of-N.parquet.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -71,6 +80,7 @@ def run(
     wait: bool,
     no_progress: bool,
     no_cache: bool,
+    shard_spec: str | None,
     log_format: str,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
@@ -78,7 +88,7 @@ def run(
     from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
-    loaded = load_jobs(jobs)
+    loaded = _sharded(load_jobs(jobs), shard_spec)
     settings = RunSettings(
         provider=provider,
         base_url=base_url,
@@ -104,6 +114,13 @@ def run(
     sys.exit(overall_exit_code(reports))
 
 
+def _sharded(jobs: list[Job], spec: str | None) -> list[Job]:
+    if spec is None:
+        return jobs
+    shard = Shard.parse(spec)
+    return [job.sharded(shard) for job in jobs]
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -111,6 +128,7 @@ def run(
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
 @click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
+@click.option("--shard", "shard_spec", default=None, metavar="I/N", help="Plan shard I of N.")
 def plan(
     job_file: Path,
     as_json: bool,
@@ -118,13 +136,14 @@ def plan(
     max_neurons: int | None,
     provider: str | None,
     base_url: str | None,
+    shard_spec: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
     from pipelines.job.models import job_model
     from pipelines.providers.registry import choose, expected_account, expected_label
     from pipelines.run.plan import plan_job
 
-    job = load_job(job_file)
+    (job,) = _sharded([load_job(job_file)], shard_spec)
     settings = RunSettings(
         provider=provider, base_url=base_url, retry_failed=retry_failed, max_neurons=max_neurons
     )

@@ -150,7 +150,8 @@ class Runner:
         started = time.monotonic()
         use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
-        self.report.rows_total = source.count()
+        # a shard's share of the input is only known once it is read
+        self.report.rows_total = source.count() if source.shard is None else None
         self.store.open(fresh=self.settings.fresh)
         sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
         self.store.begin(self.report.run_id, self.task.output_schema(sample))
