@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from pipelines.core.errors import JobError
 from pipelines.core.shard import Shard
 from pipelines.job.load import load_job, load_jobs
 from pipelines.job.spec import Job
@@ -65,6 +67,22 @@ def _summary(report: RunReport) -> str:
     help="Only shard I of N (by key hash), into <output>/part-I-of-N.parquet.",
 )
 @click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the shards as Ray tasks: on the cluster at ADDRESS, or a local Ray.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=4096),
+    default=4,
+    show_default=True,
+    help="How many shards --ray runs.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -81,6 +99,8 @@ def run(
     no_progress: bool,
     no_cache: bool,
     shard_spec: str | None,
+    ray_address: str | None,
+    shards: int,
     log_format: str,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
@@ -88,6 +108,10 @@ def run(
     from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
+    if ray_address is not None and shard_spec is not None:
+        raise JobError("--ray runs every shard itself: drop --shard")
+    if ray_address is not None and Path(ray_address).is_file():
+        raise JobError(f"--ray took {ray_address!r} as its address: put --ray after the jobs")
     loaded = _sharded(load_jobs(jobs), shard_spec)
     settings = RunSettings(
         provider=provider,
@@ -100,7 +124,13 @@ def run(
         use_cache=not no_cache,
     )
     try:
-        reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
+        if ray_address is not None:
+            from pipelines.ops.ray_engine import run_on_ray
+
+            quiet = replace(settings, progress=False)
+            reports = run_on_ray(loaded, quiet, address=ray_address, shards=shards)
+        else:
+            reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
     except KeyboardInterrupt:
         # Ctrl-C between two runs (a run and the --wait sleep answer it themselves): what
         # was done is kept; never click's "Aborted!" and exit 1

@@ -1,0 +1,80 @@
+"""``pipelines run JOB --ray [ADDRESS]`` (issue 17): Ray places the N shards of each job on
+a cluster, or on a Ray started on this machine for the run.
+
+Each shard is one Ray task that runs ``--shard I/N`` of the job exactly as a process of its
+own would: the shared ledger and rate limiter keep the shards together under the account's
+cap and per-minute limit, and the shard's journal makes it exactly once. A task whose worker
+dies (a node lost, kill -9) is started again by Ray itself (``max_retries``); the new
+attempt resumes the shard from its journal. Ray is an optional extra
+(``pip install 'pipelines[ray]'``).
+
+Credentials are never handed to Ray (its runtime environment is stored in the cluster's
+control store): a local Ray's workers inherit this process's environment, and the nodes of
+a cluster read their own (``CLOUDFLARE_API_TOKEN``, ``PIPELINES_LEDGER_URL``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from pipelines.core.errors import JobError
+from pipelines.core.shard import Shard
+from pipelines.job.spec import Job
+from pipelines.run.report import RunReport
+from pipelines.run.settings import RunSettings
+
+# A shard whose worker died is run again this many times (each resumes from its journal).
+SHARD_RETRIES = 3
+LOCAL = "local"
+
+
+def _run_shard(job: Job, settings: RunSettings) -> RunReport:
+    """One shard, in a Ray worker: the same launch as ``pipelines run --shard I/N``."""
+    from pipelines.ops.jobset import arun_jobs
+
+    (report,) = asyncio.run(arun_jobs([job], settings, raise_errors=False))
+    return report
+
+
+def _connect(address: str, shards: int) -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise JobError("--ray needs Ray: pip install 'pipelines[ray]'") from None
+    if address == LOCAL:
+        # a Ray of our own for the run: one CPU per shard, so every shard runs at once
+        ray.init(num_cpus=shards, include_dashboard=False, log_to_driver=False)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise JobError(f"--ray {address}: cannot reach the Ray cluster: {first}") from None
+    return ray
+
+
+def run_on_ray(
+    jobs: list[Job], settings: RunSettings, *, address: str, shards: int
+) -> list[RunReport]:
+    """Run every job as ``shards`` Ray tasks; the shards' reports, job by job."""
+    if shards < 1:
+        raise JobError(f"--shards must be at least 1, not {shards}")
+    if address != LOCAL and not os.environ.get("PIPELINES_LEDGER_URL"):
+        # shards on other machines would each count against a ledger of their own
+        raise JobError(
+            "--ray with a cluster needs the shared ledger: set PIPELINES_LEDGER_URL "
+            "(postgresql://...) here and on every node"
+        )
+    ray = _connect(address, shards)
+    try:
+        task = ray.remote(max_retries=SHARD_RETRIES, num_cpus=1)(_run_shard)
+        refs = [
+            task.remote(job.sharded(Shard(i, shards)), settings)
+            for job in jobs
+            for i in range(shards)
+        ]
+        return list(ray.get(refs))
+    finally:
+        ray.shutdown()

@@ -1,0 +1,78 @@
+"""Issue 17: ``pipelines run JOB --ray`` places the shards of a job as Ray tasks on a Ray
+started for the run; its output is the same table as one unsharded run's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines.emulator.server import RunningEmulator
+
+pytest.importorskip("ray")
+pytestmark = [pytest.mark.slow, pytest.mark.emulator(rpm_scale=100)]
+ROWS = 90
+
+
+def job_file(folder: Path) -> Path:
+    texts = [f"row {i} about {'rivers' if i % 3 else 'cities'}" for i in range(ROWS)]
+    pl.DataFrame({"doc_id": [f"d{i}" for i in range(ROWS)], "text": texts}).write_csv(
+        folder / "in.csv"
+    )
+    path = folder / "rayjob.yaml"
+    path.write_text(
+        "name: rayjob\n"
+        "source: {kind: csv, path: in.csv, key: doc_id}\n"
+        'task: {kind: embed, model: "@cf/baai/bge-small-en-v1.5", input: text}\n'
+        "output: {path: out/rayjob.parquet, keep: [doc_id]}\n"
+        "limits: {concurrency: 2, batch_size: 5}\n"
+    )
+    return path
+
+
+def cli(emu: RunningEmulator, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CLOUDFLARE_ACCOUNT_ID": "ray",
+        "CLOUDFLARE_API_TOKEN": "t0ken",
+        "CLOUDFLARE_API_BASE_URL": emu.base_url,
+        "PIPELINES_STATE_DIR": str(state),  # no result cache shared with the other run
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def test_the_same_job_through_ray_gives_the_same_output(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ray").mkdir()
+    single = cli(emu, tmp_path / "s1", "run", "--no-progress", str(job_file(tmp_path / "one")))
+    assert single.returncode == 0, single.stderr
+    job = job_file(tmp_path / "ray")
+    done = cli(emu, tmp_path / "s2", "run", "--no-progress", str(job), "--ray", "--shards", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("rayjob: done") == 3, done.stdout  # one line a shard
+    dataset = tmp_path / "ray" / "out" / "rayjob.parquet"
+    assert sorted(p.name for p in dataset.glob("*.parquet")) == [
+        f"part-{i}-of-3.parquet" for i in range(3)
+    ]
+    expected = pl.read_parquet(tmp_path / "one" / "out" / "rayjob.parquet").sort("doc_id")
+    got = pl.read_parquet(dataset / "*.parquet").sort("doc_id")
+    assert got.select(expected.columns).equals(expected)
+    assert "t0ken" not in done.stdout + done.stderr
+
+
+def test_ray_with_shard_is_one_error_line(tmp_path: Path, emu: RunningEmulator) -> None:
+    job = job_file(tmp_path)
+    done = cli(emu, tmp_path / "s", "run", str(job), "--ray", "--shard", "0/2")
+    assert done.returncode == 2 and done.stderr.startswith("error: --ray runs every shard")
