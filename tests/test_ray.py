@@ -1,5 +1,6 @@
 """Issue 17: ``pipelines run JOB --ray`` places the shards of a job as Ray tasks on a Ray
-started for the run; its output is the same table as one unsharded run's."""
+started for the run, against the shared PostgreSQL ledger; its output is the same table as
+one unsharded run's."""
 
 from __future__ import annotations
 
@@ -34,13 +35,16 @@ def job_file(folder: Path) -> Path:
     return path
 
 
-def cli(emu: RunningEmulator, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    emu: RunningEmulator, state: Path, *args: str, ledger: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "CLOUDFLARE_ACCOUNT_ID": "ray",
         "CLOUDFLARE_API_TOKEN": "t0ken",
         "CLOUDFLARE_API_BASE_URL": emu.base_url,
         "PIPELINES_STATE_DIR": str(state),  # no result cache shared with the other run
+        **({"PIPELINES_LEDGER_URL": ledger} if ledger else {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args],
@@ -52,14 +56,15 @@ def cli(emu: RunningEmulator, state: Path, *args: str) -> subprocess.CompletedPr
 
 
 def test_the_same_job_through_ray_gives_the_same_output(
-    tmp_path: Path, emu: RunningEmulator
+    tmp_path: Path, emu: RunningEmulator, pg_url: str
 ) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "ray").mkdir()
     single = cli(emu, tmp_path / "s1", "run", "--no-progress", str(job_file(tmp_path / "one")))
     assert single.returncode == 0, single.stderr
     job = job_file(tmp_path / "ray")
-    done = cli(emu, tmp_path / "s2", "run", "--no-progress", str(job), "--ray", "--shards", "3")
+    args = ("run", "--no-progress", str(job), "--ray", "--shards", "3")
+    done = cli(emu, tmp_path / "s2", *args, ledger=pg_url)  # the shards share one ledger
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("rayjob: done") == 3, done.stdout  # one line a shard
     dataset = tmp_path / "ray" / "out" / "rayjob.parquet"
@@ -70,6 +75,12 @@ def test_the_same_job_through_ray_gives_the_same_output(
     got = pl.read_parquet(dataset / "*.parquet").sort("doc_id")
     assert got.select(expected.columns).equals(expected)
     assert "t0ken" not in done.stdout + done.stderr
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:  # the shards' requests were counted there
+        row = conn.execute("SELECT sum(requests) FROM usage WHERE job = 'rayjob'").fetchone()
+    # batches of 5 rows, each shard's last one maybe short
+    assert row is not None and ROWS // 5 <= row[0] <= ROWS // 5 + 3
 
 
 def test_ray_with_shard_is_one_error_line(tmp_path: Path, emu: RunningEmulator) -> None:

@@ -153,3 +153,21 @@ def test_the_cli_refuses_a_database_that_is_down_before_any_request(
     assert SECRET not in logs
     assert emu.stats()["requests_total"] == before
     assert not (tmp_path / "out" / "shared.parquet").exists()
+
+
+def test_budget_commands_use_the_shared_ledger(pg_url: str) -> None:
+    env = {**os.environ, "PIPELINES_LEDGER_URL": pg_url, "CLOUDFLARE_ACCOUNT_ID": "acct"}
+    command = [sys.executable, "-m", "pipelines", "budget"]
+    done = subprocess.run(
+        [*command, "--assume-unused"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    with Ledger(url=pg_url, account="acct") as ledger:  # the database's day, as the CLI's
+        assert ledger.usage_known()
+        ledger.mark_exhausted("3036")
+    done = subprocess.run(
+        [*command, "--clear-exhausted"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    with Ledger(url=pg_url, account="acct") as ledger:
+        assert not ledger.today().marked
