@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pipelines.core.errors import JobError
+
+if TYPE_CHECKING:  # numpy is loaded by the sources, never by `--help`
+    import numpy as np
 
 _SPEC = re.compile(r"^\s*(\d{1,6})\s*/\s*(\d{1,6})\s*$")
 _PART = re.compile(r"^part-(\d+)-of-(\d+)\.parquet$")
@@ -44,6 +46,8 @@ class Shard:
 
     def mask(self, digests: np.ndarray) -> np.ndarray:
         """Which rows (their key digests, ``n x 2`` uint64 words) belong to this shard."""
+        import numpy as np
+
         if digests.size == 0:
             return np.zeros(0, dtype=bool)
         return np.asarray(digests[:, 0] % np.uint64(self.count) == np.uint64(self.index))
