@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -87,3 +88,63 @@ def test_ray_with_shard_is_one_error_line(tmp_path: Path, emu: RunningEmulator) 
     job = job_file(tmp_path)
     done = cli(emu, tmp_path / "s", "run", str(job), "--ray", "--shard", "0/2")
     assert done.returncode == 2 and done.stderr.startswith("error: --ray runs every shard")
+
+
+def _shard_workers() -> list[int]:
+    """Ray worker processes running a shard now (Ray titles them ``ray::_run_shard``)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
+    return [
+        int(line.split(None, 1)[0])
+        for line in ps.stdout.splitlines()
+        if line.split(None, 1)[1:] and line.split(None, 1)[1].startswith("ray::_run_shard")
+    ]
+
+
+def test_ray_starts_a_killed_shard_again_and_it_resumes(
+    tmp_path: Path, emu: RunningEmulator
+) -> None:
+    rows = 60
+    job = job_file(tmp_path)
+    pl.DataFrame(
+        {"doc_id": [f"k{i}" for i in range(rows)], "text": [f"text {i}" for i in range(rows)]}
+    ).write_csv(tmp_path / "in.csv")
+    # one row a request at 240 a minute: the run lasts long enough to be hit
+    job.write_text(
+        job.read_text().replace(
+            "limits: {concurrency: 2, batch_size: 5}",
+            "limits: {concurrency: 2, batch_size: 1, requests_per_minute: 240}",
+        )
+    )
+    env = {
+        **os.environ,
+        "CLOUDFLARE_ACCOUNT_ID": "ray-kill",
+        "CLOUDFLARE_API_TOKEN": "t0ken",
+        "CLOUDFLARE_API_BASE_URL": emu.base_url,
+        "PIPELINES_STATE_DIR": str(tmp_path / "state"),
+    }
+    before = emu.stats()["requests_total"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", "--no-progress", str(job), "--ray"]
+        + ["--shards", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = None
+    try:
+        while run.poll() is None and killed is None:
+            workers = _shard_workers()
+            if workers and emu.stats()["requests_total"] >= before + 10:
+                os.kill(workers[0], 9)
+                killed = workers[0]
+            else:  # polling the processes: nothing to inject a clock into
+                time.sleep(0.1)
+        _, err = run.communicate(timeout=400)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert killed is not None, "no shard was running to be killed"
+    assert run.returncode == 0, err
+    frame = pl.read_parquet(tmp_path / "out" / "rayjob.parquet" / "*.parquet")
+    assert frame.height == rows and frame["doc_id"].n_unique() == rows

@@ -19,7 +19,7 @@ import asyncio
 import os
 from typing import Any
 
-from pipelines.core.errors import JobError
+from pipelines.core.errors import JobError, PipelinesError
 from pipelines.core.shard import Shard
 from pipelines.job.spec import Job
 from pipelines.run.report import RunReport
@@ -75,6 +75,15 @@ def run_on_ray(
             for job in jobs
             for i in range(shards)
         ]
-        return list(ray.get(refs))
+        try:
+            return list(ray.get(refs))
+        except ray.exceptions.RayError as exc:
+            # a shard that died more than SHARD_RETRIES times, or a cluster that went away:
+            # what every shard journalled is kept, and the next run resumes it
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PipelinesError(
+                f"a shard could not be finished on Ray ({type(exc).__name__}: {first}); "
+                "what the shards wrote is kept, run again to resume"
+            ) from None
     finally:
         ray.shutdown()
