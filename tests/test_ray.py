@@ -123,9 +123,9 @@ def test_ray_starts_a_killed_shard_again_and_it_resumes(
         "PIPELINES_STATE_DIR": str(tmp_path / "state"),
     }
     before = emu.stats()["requests_total"]
+    command = [sys.executable, "-m", "pipelines", "run", "--no-progress", str(job)]
     run = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "run", "--no-progress", str(job), "--ray"]
-        + ["--shards", "2"],
+        [*command, "--ray", "--shards", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
