@@ -148,3 +148,70 @@ def test_ray_starts_a_killed_shard_again_and_it_resumes(
     assert run.returncode == 0, err
     frame = pl.read_parquet(tmp_path / "out" / "rayjob.parquet" / "*.parquet")
     assert frame.height == rows and frame["doc_id"].n_unique() == rows
+
+
+def test_a_local_job_through_ray_infers_on_actors_with_the_same_answers(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("sentence_transformers")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ray").mkdir()
+    env = {**os.environ, "PIPELINES_STATE_DIR": str(tmp_path / "state")}
+
+    def run(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pipelines", "run", "--no-progress", "--no-cache"]
+        return subprocess.run(
+            [*command, "--provider", "local", str(job_file(folder)), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+
+    single = run(tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+    done = run(tmp_path / "ray", "--ray", "--shards", "2")
+    assert done.returncode == 0, done.stderr
+    expected = pl.read_parquet(tmp_path / "one" / "out" / "rayjob.parquet").sort("doc_id")
+    got = pl.read_parquet(tmp_path / "ray" / "out" / "rayjob.parquet" / "*.parquet")
+    got = got.sort("doc_id").select(expected.columns)
+    assert got["doc_id"].to_list() == expected["doc_id"].to_list()
+    for a, b in zip(got["embedding"].to_list(), expected["embedding"].to_list(), strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+
+
+def test_the_ray_local_provider_sends_inference_to_its_actors_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from pipelines.catalog.models import get_model
+    from pipelines.providers import local_ray
+
+    asked: list[tuple[int, dict[str, object]]] = []
+
+    class Method:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def remote(self, model: object, inputs: dict[str, object]) -> object:
+            asked.append((self.number, inputs))
+
+            async def answer() -> dict[str, int]:
+                return {"actor": self.number}
+
+            return answer()
+
+    class Actor:
+        def __init__(self, number: int) -> None:
+            self.infer = Method(number)
+
+    provider = local_ray.RayLocalProvider([Actor(0), Actor(1)])
+    monkeypatch.setattr(provider, "produced_by", lambda _model: "local:test")
+    model = get_model("@cf/baai/bge-small-en-v1.5")
+
+    async def go() -> list[object]:
+        return [await provider.run(model, {"text": [str(i)]}) for i in range(3)]
+
+    assert asyncio.run(go()) == [{"actor": 0}, {"actor": 1}, {"actor": 0}]
+    assert [n for n, _ in asked] == [0, 1, 0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO
 
@@ -68,6 +69,11 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
         if choice.fallback_notice and settings.provider is None:
             log.warning("notice: %s", choice.fallback_notice, extra={"job": job.name})
         async with open_binding(choice, job.limits.timeout_s) as binding:
+            if binding.name == "local" and settings.inference:
+                # --ray: inference on the cluster's pool of model-holding actors
+                from pipelines.providers.local_ray import RayLocalProvider
+
+                binding = replace(binding, provider=RayLocalProvider(settings.inference))
             ledger = Ledger(
                 binding.ledger_path,
                 account=binding.account,

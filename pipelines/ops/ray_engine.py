@@ -5,7 +5,9 @@ Each shard is one Ray task that runs ``--shard I/N`` of the job exactly as a pro
 own would: the shared ledger and rate limiter keep the shards together under the account's
 cap and per-minute limit, and the shard's journal makes it exactly once. A task whose worker
 dies (a node lost, kill -9) is started again by Ray itself (``max_retries``); the new
-attempt resumes the shard from its journal. Ray is an optional extra
+attempt resumes the shard from its journal. Jobs of the local provider send their inference
+to a pool of actors that hold the models, one a CPU beyond the shards', spread over the
+nodes (:mod:`pipelines.providers.local_ray`). Ray is an optional extra
 (``pip install 'pipelines[ray]'``).
 
 Credentials are never handed to Ray (its runtime environment is stored in the cluster's
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import Any
 
 from pipelines.core.errors import JobError, PipelinesError
@@ -38,14 +41,34 @@ def _run_shard(job: Job, settings: RunSettings) -> RunReport:
     return report
 
 
-def _connect(address: str, shards: int) -> Any:
+def _uses_local_models(jobs: list[Job], settings: RunSettings) -> bool:
+    from pipelines.job.models import job_model
+    from pipelines.providers.registry import choose
+
+    for job in jobs:
+        model = job_model(job)
+        base = settings.base_url or job.base_url
+        if choose(job.provider, settings.provider, base, model).name == "local":
+            return True
+    return False
+
+
+def _inference_pool(ray: Any, count: int) -> tuple[Any, ...]:
+    """``count`` actors holding the local models, spread over the nodes."""
+    from pipelines.providers.local_ray import LocalModels
+
+    actor = ray.remote(num_cpus=1, max_restarts=SHARD_RETRIES)(LocalModels)
+    return tuple(actor.options(scheduling_strategy="SPREAD").remote() for _ in range(count))
+
+
+def _connect(address: str, shards: int, extra_cpus: int) -> Any:
     try:
         import ray
     except ImportError:
         raise JobError("--ray needs Ray: pip install 'pipelines[ray]'") from None
     if address == LOCAL:
         # a Ray of our own for the run: one CPU per shard, so every shard runs at once
-        ray.init(num_cpus=shards, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=shards + extra_cpus, include_dashboard=False, log_to_driver=False)
     else:
         try:
             ray.init(address=address, log_to_driver=False)
@@ -67,8 +90,13 @@ def run_on_ray(
             "--ray with a cluster needs the shared ledger: set PIPELINES_LEDGER_URL "
             "(postgresql://...) here and on every node"
         )
-    ray = _connect(address, shards)
+    local = _uses_local_models(jobs, settings)
+    ray = _connect(address, shards, shards if local else 0)
     try:
+        if local:
+            # the models on every node's CPUs: what the cluster has beyond the shards
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            settings = replace(settings, inference=_inference_pool(ray, max(1, cpus - shards)))
         task = ray.remote(max_retries=SHARD_RETRIES, num_cpus=1)(_run_shard)
         refs = [
             task.remote(job.sharded(Shard(i, shards)), settings)
