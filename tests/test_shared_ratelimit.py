@@ -116,3 +116,30 @@ def test_a_database_that_is_down_is_a_state_error_without_the_password() -> None
     with pytest.raises(StateError) as info:
         asyncio.run(limiter.acquire())
     assert "Sup3rSecret" not in info.value.message and "\n" not in info.value.message
+
+
+def test_an_idle_row_takes_the_new_rate_and_a_busy_one_the_lower(pg_url: str) -> None:
+    import psycopg
+
+    async def go() -> None:
+        sleeps = Sleeps()
+        slow = SharedRateLimiter(pg_url, "acct", MODEL, 60, sleep=sleeps, margin=1.0)
+        await slow.acquire()
+        fast = SharedRateLimiter(pg_url, "acct", MODEL, 120, sleep=sleeps, margin=1.0)
+        await fast.acquire()  # busy: the lower rate holds
+        await slow.aclose()
+        await fast.aclose()
+
+    asyncio.run(go())
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT rpm FROM rate_slots").fetchone() == (60.0,)
+        conn.execute("UPDATE rate_slots SET next_slot = 0, pause_until = 0")  # long idle
+
+    async def later() -> None:
+        again = SharedRateLimiter(pg_url, "acct", MODEL, 120, sleep=Sleeps(), margin=1.0)
+        await again.acquire()
+        await again.aclose()
+
+    asyncio.run(later())
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT rpm FROM rate_slots").fetchone() == (120.0,)

@@ -41,6 +41,15 @@ UPDATE rate_slots r SET penalties = r.penalties + 1,
                          GREATEST(r.pause_until, t.now + LEAST(%s, COALESCE(%s, 240.0 / r.rpm))))
 FROM t WHERE r.account = %s AND r.model = %s
 """
+# A worker joins the model's row: the lower of the rates while others are sending (a limit
+# set lower elsewhere holds), its own once the row has been idle a minute (an old run's
+# limit, or an old penalty, does not hold for ever).
+_JOIN = f"""
+INSERT INTO rate_slots (account, model, next_slot, pause_until, rpm) VALUES (%s, %s, 0, 0, %s)
+ON CONFLICT (account, model) DO UPDATE SET rpm = CASE
+    WHEN GREATEST(rate_slots.next_slot, rate_slots.pause_until) < ({NOW_SQL}) - 60
+    THEN excluded.rpm ELSE LEAST(rate_slots.rpm, excluded.rpm) END
+"""
 _REWARD = "UPDATE rate_slots SET rpm = LEAST(%s, rpm * 1.05) WHERE account = %s AND model = %s"
 
 
@@ -84,12 +93,7 @@ class SharedRateLimiter:
                     connect_timeout=CONNECT_TIMEOUT_S,
                     application_name="pipelines-limiter",
                 )
-                await self._conn.execute(
-                    "INSERT INTO rate_slots (account, model, next_slot, pause_until, rpm) "
-                    "VALUES (%s, %s, 0, 0, %s) ON CONFLICT (account, model) DO UPDATE "
-                    "SET rpm = LEAST(rate_slots.rpm, excluded.rpm)",
-                    (self.account, self.model, self.max_rpm),
-                )
+                await self._conn.execute(_JOIN, (self.account, self.model, self.max_rpm))
             except psycopg.Error as exc:
                 raise self._problem(exc) from None
         return self._conn
