@@ -171,3 +171,57 @@ def test_budget_commands_use_the_shared_ledger(pg_url: str) -> None:
     assert done.returncode == 0, done.stderr
     with Ledger(url=pg_url, account="acct") as ledger:
         assert not ledger.today().marked
+
+
+@pytest.mark.slow
+@pytest.mark.emulator(rpm_scale=100)
+def test_losing_the_database_mid_run_stops_sending_and_keeps_every_answer(
+    tmp_path: Path, emu: RunningEmulator, pg_server: Any
+) -> None:
+    import time
+
+    import polars as pl
+
+    url = pg_server.database()
+    rows = 80
+    pl.DataFrame(
+        {"id": [f"r{i}" for i in range(rows)], "text": [f"text {i}" for i in range(rows)]}
+    ).write_csv(tmp_path / "in.csv")
+    job = tmp_path / "lost.yaml"
+    job.write_text(
+        "name: lost\nsource: {kind: csv, path: in.csv, key: id}\n"
+        'task: {kind: embed, model: "@cf/baai/bge-small-en-v1.5", input: text}\n'
+        "output: {path: out/lost.parquet, keep: [id]}\n"
+        "limits: {batch_size: 1, concurrency: 2, requests_per_minute: 600}\n"
+    )
+    env = {
+        **os.environ,
+        "CLOUDFLARE_ACCOUNT_ID": "lost",
+        "CLOUDFLARE_API_TOKEN": "t0ken",
+        "CLOUDFLARE_API_BASE_URL": emu.base_url,
+        "PIPELINES_LEDGER_URL": url,
+    }
+    command = [sys.executable, "-m", "pipelines", "run", "--no-progress", str(job)]
+    before = emu.stats()["requests_total"]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while emu.stats()["requests_total"] < before + 15 and run.poll() is None:
+            time.sleep(0.05)  # polling another process: no clock to inject
+        pg_server.stop("immediate")
+        _, err = run.communicate(timeout=120)
+    finally:
+        pg_server.start()
+    message = err.decode()
+    assert run.returncode == 2, message
+    assert [line for line in message.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in message
+    sent = emu.stats()["models"]["@cf/baai/bge-small-en-v1.5"]["items"]
+    kept = pl.read_parquet(tmp_path / "out" / "lost.parquet")
+    assert 0 < kept.height < rows  # stopped early, what was answered kept
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    final = pl.read_parquet(tmp_path / "out" / "lost.parquet")
+    assert final.height == rows and final["id"].n_unique() == rows
+    # nothing answered before the loss was asked again
+    resent = emu.stats()["models"]["@cf/baai/bge-small-en-v1.5"]["items"] - sent
+    assert resent == rows - kept.height
