@@ -225,3 +225,19 @@ def test_losing_the_database_mid_run_stops_sending_and_keeps_every_answer(
     # nothing answered before the loss was asked again
     resent = emu.stats()["models"]["@cf/baai/bge-small-en-v1.5"]["items"] - sent
     assert resent == rows - kept.height
+
+
+def test_a_ledger_dropped_under_a_run_refuses_the_next_reservation(pg_url: str) -> None:
+    with Ledger(url=pg_url, account="a", daily_neurons=100, day_fn=lambda: DAY) as ledger:
+        held = ledger.reserve("j", "m", 10)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+        with pytest.raises(StateError, match="dropped or replaced") as info:
+            ledger.reserve("j", "m", 10)
+        assert "budget --sync" in info.value.message
+        ledger.commit(held, 10)  # what was in flight settles without an error
+        # a ledger made again by another worker is another ledger too
+        Ledger(url=pg_url, account="a", day_fn=lambda: DAY).close()
+        with pytest.raises(StateError, match="dropped or replaced"):
+            ledger.reserve("j", "m", 10)

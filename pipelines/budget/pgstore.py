@@ -8,7 +8,9 @@ day) come from the database's clock, so machines whose clocks disagree still agr
 
 A worker that dies holds reservations nobody will settle: its database session ends with
 it, so a reservation whose session is gone from ``pg_stat_activity`` is released, whichever
-machine it ran on. Every database error is one :class:`StateError` line whose URL has its
+machine it ran on. A ledger whose tables were dropped (and maybe made again) under a run is
+noticed by its ``ledger_id`` and refuses the next reservation, as a deleted ledger file
+does. Every database error is one :class:`StateError` line whose URL has its
 password masked; a database that cannot be reached is such an error before anything is
 sent.
 """
@@ -114,6 +116,12 @@ class PgLedgerStore:
             self.created_day = str(
                 c.execute("SELECT value FROM meta WHERE key = 'created_day'").fetchone()[0]
             )
+            # which ledger this is: one dropped and made again under a run is another
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('ledger_id', md5(random()::text)) "
+                "ON CONFLICT (key) DO NOTHING"
+            )
+            self._identity = self._ledger_id(c)
 
     def problem(self, exc: BaseException, doing: str) -> StateError:
         """One line, password masked, for a database error."""
@@ -202,11 +210,29 @@ class PgLedgerStore:
             removed += int(cur.rowcount or 0)
         return removed
 
+    @staticmethod
+    def _ledger_id(c: PgConn) -> str | None:
+        row = c.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+        return str(row[0]) if row is not None else None
+
     def moved(self) -> bool:
-        return False
+        """Whether the database's ledger is no longer the one opened (its tables dropped
+        and made again: what it recorded today is lost)."""
+        with self.tx() as c:
+            if c.execute("SELECT to_regclass('meta') IS NULL").fetchone()[0]:
+                return True  # the tables are gone
+            return self._ledger_id(c) != self._identity
 
     def check_in_place(self) -> None:
-        return None
+        """Raise :class:`StateError` if the ledger was dropped or replaced since it was
+        opened, as :meth:`LedgerFile.check_in_place` does for a file."""
+        if self.moved():
+            raise StateError(
+                f"the {WHAT} in {self.where} was dropped or replaced while this run was using "
+                "it, so what it recorded today no longer counts and nothing more is sent; run "
+                "`pipelines budget --sync` to read today's usage back from the account, then "
+                "run again"
+            )
 
     def close(self) -> None:
         with self._lock:
