@@ -111,6 +111,10 @@ def test_shards_make_one_table_equal_to_one_run(tmp_path: Path, emu: RunningEmul
 
     status = cli(emu, "status", "--json", str(job))
     assert status.returncode == 0, status.stderr
+    # the parts of 4 shards and of 2 in one folder would hold some rows twice
+    other = cli(emu, "run", "--no-progress", "--shard", "0/2", str(job))
+    assert other.returncode == 2 and other.stderr.startswith("error: ")
+    assert "part of 4 shards" in other.stderr and "Traceback" not in other.stderr
     seen = json.loads(status.stdout)["jobs"][0]
     assert seen["rows_done"] == ROWS and seen["rows_pending"] == 0
     assert seen["shards"] == ["0/4", "1/4", "2/4", "3/4"]

@@ -90,6 +90,10 @@ def run_on_ray(
             "--ray with a cluster needs the shared ledger: set PIPELINES_LEDGER_URL "
             "(postgresql://...) here and on every node"
         )
+    from pipelines.ops.launch import check_other_shards
+
+    for job in jobs:  # before Ray starts: the same refusal as each shard's
+        check_other_shards(job.sharded(Shard(0, shards)))
     local = _uses_local_models(jobs, settings)
     ray = _connect(address, shards, shards if local else 0)
     try:
