@@ -115,3 +115,20 @@ def env(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     monkeypatch.setenv("OPENAI_API_KEY", emu.config.token or "secret-openai-key")
     monkeypatch.setenv("OPENAI_BASE_URL", f"{emu.base_url}/accounts/acct-test/ai/v1")
     return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One PostgreSQL server for the session (tests/pg_fixture.py); skipped without binaries."""
+    from pg_fixture import find_bin, postgres_server
+
+    if find_bin("initdb") is None or find_bin("pg_ctl") is None:
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed: apt-get install postgresql")
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """The URL of an empty database of its own for this test."""
+    return str(pg_server.database())

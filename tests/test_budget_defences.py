@@ -21,11 +21,13 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.budget import Ledger
 from pipelines.budget import clock as budget_clock
+from pipelines.budget.pgstore import PgLedgerStore
 from pipelines.core.errors import BudgetExhausted, StateError
 
 DAY = "2026-03-10"
@@ -37,6 +39,16 @@ class Today:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, day: str = DAY) -> None:
         self.day = day
         monkeypatch.setattr(budget_clock, "utc_today", lambda: self.day)
+        # the shared ledger reads the database's date: the same test moves it
+        monkeypatch.setattr(PgLedgerStore, "today", lambda _store, _c: self.day)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The SQLite file or a PostgreSQL database (issue 17): the same defences on both."""
+    if request.param == "postgres":
+        return {"url": request.getfixturevalue("pg_url")}
+    return {"path": tmp_path / "l.sqlite3"}
 
 
 @pytest.fixture
@@ -88,9 +100,9 @@ def test_a_ledger_replaced_under_a_run_refuses_the_next_reservation(tmp_path: Pa
 
 
 def test_a_clock_set_back_across_midnight_gives_no_second_allowance(
-    tmp_path: Path, today: Today
+    place: dict[str, Any], today: Today
 ) -> None:
-    with Ledger(tmp_path / "l.sqlite3", daily_neurons=100) as ledger:
+    with Ledger(**place, daily_neurons=100) as ledger:
         spend(ledger, 30)  # yesterday, a little
         today.day = budget_clock.shift_day(DAY, 1)
         spend(ledger, 100)  # today, all of it
@@ -103,20 +115,20 @@ def test_a_clock_set_back_across_midnight_gives_no_second_allowance(
 
 
 def test_the_later_day_holds_across_processes_until_the_date_catches_up(
-    tmp_path: Path, today: Today
+    place: dict[str, Any], today: Today
 ) -> None:
-    path = tmp_path / "l.sqlite3"
     later = budget_clock.shift_day(DAY, 1)
     today.day = later
-    with Ledger(path, daily_neurons=100) as first:
+    with Ledger(**place, daily_neurons=100) as first:
         spend(first, 100)
     today.day = DAY
-    with Ledger(path, daily_neurons=100) as second:  # another process, the clock set back
+    with Ledger(**place, daily_neurons=100) as second:  # another process, the clock set back
         assert second.today().day == later
         assert second.available() == 0
-        spend(Ledger(path, account="other", daily_neurons=100), 5)  # per account
+        with Ledger(**place, account="other", daily_neurons=100) as other:
+            spend(other, 5)  # per account
     today.day = budget_clock.shift_day(DAY, 2)  # the real date moves past it
-    with Ledger(path, daily_neurons=100) as third:
+    with Ledger(**place, daily_neurons=100) as third:
         assert third.today().day == today.day
         assert third.available() == 100
 
@@ -124,48 +136,49 @@ def test_the_later_day_holds_across_processes_until_the_date_catches_up(
 # -- a new ledger does not know today ------------------------------------------------------
 
 
-def test_a_ledger_made_today_does_not_know_todays_usage(tmp_path: Path, today: Today) -> None:
-    path = tmp_path / "l.sqlite3"
-    with Ledger(path, account="acct") as ledger:
+def test_a_ledger_made_today_does_not_know_todays_usage(
+    place: dict[str, Any], today: Today
+) -> None:
+    with Ledger(**place, account="acct") as ledger:
         assert not ledger.usage_known()
         with pytest.raises(StateError) as info:
             ledger.require_known_usage()
         message = info.value.message
         assert "budget --sync" in message and "budget --assume-unused" in message
-        assert "acct" in message and str(path) in message and "\n" not in message
+        shown = str(place.get("path") or "127.0.0.1")
+        assert "acct" in message and shown in message and "\n" not in message
 
 
 def test_synced_or_assumed_usage_is_known_for_that_day_and_account(
-    tmp_path: Path, today: Today
+    place: dict[str, Any], today: Today
 ) -> None:
-    path = tmp_path / "l.sqlite3"
-    with Ledger(path, account="a") as a, Ledger(path, account="b") as b:
+    with Ledger(**place, account="a") as a, Ledger(**place, account="b") as b:
         a.record_external({})  # the account's analytics: nothing used today
         b.assume_unused()
         assert a.usage_known() and b.usage_known()
         a.require_known_usage()
-        assert not Ledger(path, account="c").usage_known()
+        with Ledger(**place, account="c") as c:
+            assert not c.usage_known()
     today.day = budget_clock.shift_day(DAY, 1)
-    with Ledger(path, account="a") as a:
+    with Ledger(**place, account="a") as a:
         # the ledger existed before this day began: every run of the day went through it
         assert a.usage_known()
 
 
-def test_a_ledger_older_than_today_knows_today(tmp_path: Path, today: Today) -> None:
-    path = tmp_path / "l.sqlite3"
-    Ledger(path).close()
-    with Ledger(path, account="never-seen") as ledger:
+def test_a_ledger_older_than_today_knows_today(place: dict[str, Any], today: Today) -> None:
+    Ledger(**place).close()  # made on DAY
+    with Ledger(**place, account="never-seen") as ledger:
         assert not ledger.usage_known()
     today.day = budget_clock.shift_day(DAY, 1)
-    with Ledger(path, account="never-seen") as ledger:
+    with Ledger(**place, account="never-seen") as ledger:
         assert ledger.usage_known()  # every run on this machine today went through it
 
 
 # -- Cloudflare's mark ---------------------------------------------------------------------
 
 
-def test_a_3036_mark_can_be_lifted(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite3") as ledger:
+def test_a_3036_mark_can_be_lifted(place: dict[str, Any]) -> None:
+    with Ledger(**place) as ledger:
         ledger.mark_exhausted("429 / 3036")
         assert ledger.today().marked and ledger.available() == 0
         assert ledger.clear_exhausted() is True

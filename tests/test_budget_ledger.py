@@ -36,9 +36,29 @@ def days() -> Days:
     return Days()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Where the ledger lives: the SQLite file, or a PostgreSQL database (issue 17): the
+    same tests run against both."""
+    if request.param == "postgres":
+        return {"url": request.getfixturevalue("pg_url")}
+    return {"path": tmp_path / "ledger.sqlite3"}
+
+
+def where(place: dict[str, Any]) -> str:
+    return str(place.get("url") or place["path"])
+
+
+def open_at(arg: str, **kw: Any) -> Ledger:
+    """A ledger at a place given as text (a subprocess's argument)."""
+    if arg.startswith("postgresql://"):
+        return Ledger(url=arg, **kw)
+    return Ledger(Path(arg), **kw)
+
+
 @pytest.fixture
-def ledger(tmp_path: Path, days: Days) -> Any:
-    led = Ledger(tmp_path / "ledger.sqlite3", account="acct", daily_neurons=1_000, day_fn=days)
+def ledger(place: dict[str, Any], days: Days) -> Any:
+    led = Ledger(**place, account="acct", daily_neurons=1_000, day_fn=days)
     yield led
     led.close()
 
@@ -89,8 +109,8 @@ def test_cap_refuses_and_reports(ledger: Ledger) -> None:
     assert ledger.available() == pytest.approx(0, abs=1e-6)
 
 
-def test_reserve_setting_keeps_neurons_back(tmp_path: Path, days: Days) -> None:
-    led = Ledger(tmp_path / "l.db", daily_neurons=10_000, reserve=2_000, day_fn=days)
+def test_reserve_setting_keeps_neurons_back(place: dict[str, Any], days: Days) -> None:
+    led = Ledger(**place, daily_neurons=10_000, reserve=2_000, day_fn=days)
     assert led.available() == 8_000
     led.reserve("j", "m", 7_000)
     with pytest.raises(BudgetExhausted, match="2,000 kept in reserve"):
@@ -118,10 +138,10 @@ def test_bad_figures_are_rejected(ledger: Ledger) -> None:
 
 
 def test_mark_exhausted_stops_every_job_until_the_next_day(
-    tmp_path: Path, ledger: Ledger, days: Days
+    place: dict[str, Any], ledger: Ledger, days: Days
 ) -> None:
     ledger.reserve("a", "m", 10)
-    other = Ledger(tmp_path / "ledger.sqlite3", account="acct", daily_neurons=1_000, day_fn=days)
+    other = Ledger(**place, account="acct", daily_neurons=1_000, day_fn=days)
     other.mark_exhausted("3036: used up your daily free allocation")
     with pytest.raises(BudgetExhausted, match="Cloudflare reports") as err:
         ledger.reserve("b", "m2", 1)
@@ -130,7 +150,7 @@ def test_mark_exhausted_stops_every_job_until_the_next_day(
     u = ledger.today()
     assert u.exhausted and "3036" in u.note
     # Another account is not affected.
-    third = Ledger(tmp_path / "ledger.sqlite3", account="other", day_fn=days)
+    third = Ledger(**place, account="other", day_fn=days)
     third.reserve("c", "m", 5)
     days.day = "2026-11-29"
     assert not ledger.today().exhausted
@@ -188,14 +208,13 @@ def test_by_job_model_and_external_usage(ledger: Ledger) -> None:
     assert ledger.today().committed == 60 + 10
 
 
-def test_history_oldest_first_with_gaps(tmp_path: Path, days: Days) -> None:
-    path = tmp_path / "l.db"
+def test_history_oldest_first_with_gaps(place: dict[str, Any], days: Days) -> None:
     days.day = "2026-11-25"
-    led = Ledger(path, daily_neurons=500, day_fn=days)
+    led = Ledger(**place, daily_neurons=500, day_fn=days)
     led.commit(led.reserve("j", "m", 400), 400)
     led.close()
     days.day = "2026-11-27"
-    led = Ledger(path, daily_neurons=1_000, day_fn=days)
+    led = Ledger(**place, daily_neurons=1_000, day_fn=days)
     led.commit(led.reserve("j", "m", 100), 100)
     led.mark_exhausted("4006")
     days.day = "2026-11-28"
@@ -211,18 +230,20 @@ def test_history_oldest_first_with_gaps(tmp_path: Path, days: Days) -> None:
 
 _DIE_SCRIPT = """
 import sys
+from pathlib import Path
 from pipelines.budget import Ledger
-led = Ledger(__import__("pathlib").Path(sys.argv[1]), day_fn=lambda: "{day}")
+arg = sys.argv[1]
+place = dict(url=arg) if arg.startswith("postgresql://") else dict(path=Path(arg))
+led = Ledger(**place, day_fn=lambda: "{day}")
 led.reserve("crashed", "m", 9_000)
 # exits without commit or release, as a killed process would
 """
 
 
-def test_reservations_of_dead_processes_are_released(tmp_path: Path, days: Days) -> None:
-    path = tmp_path / "l.db"
+def test_reservations_of_dead_processes_are_released(place: dict[str, Any], days: Days) -> None:
     script = textwrap.dedent(_DIE_SCRIPT).format(day=DAY)
-    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
-    led = Ledger(path, day_fn=days)
+    subprocess.run([sys.executable, "-c", script, where(place)], check=True)
+    led = Ledger(**place, day_fn=days)
     # The dead process's 9,000 must not block this reservation.
     led.reserve("alive", "m", 5_000)
     u = led.today()
@@ -230,11 +251,10 @@ def test_reservations_of_dead_processes_are_released(tmp_path: Path, days: Days)
     led.close()
 
 
-def test_recover_stale_by_pid_and_age(tmp_path: Path, days: Days) -> None:
-    path = tmp_path / "l.db"
+def test_recover_stale_by_pid_and_age(place: dict[str, Any], days: Days) -> None:
     script = textwrap.dedent(_DIE_SCRIPT).format(day=DAY)
-    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
-    led = Ledger(path, day_fn=days)
+    subprocess.run([sys.executable, "-c", script, where(place)], check=True)
+    led = Ledger(**place, day_fn=days)
     assert led.recover_stale() == 1  # the dead pid
     mine = led.reserve("j", "m", 10)
     assert led.recover_stale() == 0  # alive and young
@@ -245,9 +265,9 @@ def test_recover_stale_by_pid_and_age(tmp_path: Path, days: Days) -> None:
     led.close()
 
 
-def test_reservations_of_live_processes_stay(tmp_path: Path, days: Days) -> None:
-    a = Ledger(tmp_path / "l.db", day_fn=days)
-    b = Ledger(tmp_path / "l.db", day_fn=days)
+def test_reservations_of_live_processes_stay(place: dict[str, Any], days: Days) -> None:
+    a = Ledger(**place, day_fn=days)
+    b = Ledger(**place, day_fn=days)
     a.reserve("j", "m", 100)
     assert b.today().reserved == 100
     assert b.available() == 9_900
@@ -278,7 +298,7 @@ CAP = 2_000.0  # long enough a race that every process takes part, even on a loa
 
 def _hammer(path: str, seed: int, start: Any, out: Any) -> None:
     rng = random.Random(seed)
-    led = Ledger(Path(path), account="shared", daily_neurons=CAP, day_fn=lambda: DAY)
+    led = open_at(path, account="shared", daily_neurons=CAP, day_fn=lambda: DAY)
     start.wait()  # all processes begin together
     committed = 0.0
     worst = 0.0
@@ -302,9 +322,9 @@ def _hammer(path: str, seed: int, start: Any, out: Any) -> None:
     out.put((os.getpid(), committed, worst))
 
 
-def test_processes_never_exceed_the_cap_together(tmp_path: Path) -> None:
+def test_processes_never_exceed_the_cap_together(place: dict[str, Any]) -> None:
     ctx = mp.get_context("spawn")
-    path = str(tmp_path / "shared.sqlite3")
+    path = where(place)
     start = ctx.Barrier(6)
     out = ctx.Queue()
     procs = [ctx.Process(target=_hammer, args=(path, i, start, out)) for i in range(5)]
@@ -318,7 +338,7 @@ def test_processes_never_exceed_the_cap_together(tmp_path: Path) -> None:
     assert len({pid for pid, _, _ in results}) == 5
     total = sum(c for _, c, _ in results)
     worst = max(w for _, _, w in results)
-    led = Ledger(Path(path), account="shared", daily_neurons=CAP, day_fn=lambda: DAY)
+    led = open_at(path, account="shared", daily_neurons=CAP, day_fn=lambda: DAY)
     u = led.today()
     assert u.reserved == 0
     assert u.committed == pytest.approx(total)

@@ -18,6 +18,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.core.errors import JobError
+from pipelines.core.secrets import LEDGER_URL_VAR
 from pipelines.core.state import state_dir
 from pipelines.job.problems import Problems
 from pipelines.job.shape import validate_all
@@ -31,6 +32,15 @@ CONFIG_FILE = "config.yaml"
 def default_ledger_path() -> Path:
     """Where the ledger lives unless told otherwise (the state folder is not checked)."""
     return state_dir() / LEDGER_FILE
+
+
+def ledger_url() -> str | None:
+    """The shared ledger's database: ``$PIPELINES_LEDGER_URL``, else the global config's
+    ``budget.ledger_url``, else None (the SQLite file in the state folder)."""
+    env = os.environ.get(LEDGER_URL_VAR, "").strip()
+    if env:
+        return env
+    return load_global_budget().ledger_url
 
 
 def resolve_account(explicit: str | None = None) -> str:
@@ -53,6 +63,8 @@ class GlobalBudget(BaseModel):
 
     daily_neurons: int | None = Field(default=None, gt=0)
     reserve: int | None = Field(default=None, ge=0)
+    # the shared ledger (issue 17): postgresql://user:password@host:port/db
+    ledger_url: str | None = None
 
 
 class _GlobalConfig(BaseModel):

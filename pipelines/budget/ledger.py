@@ -1,4 +1,6 @@
-"""The neuron ledger: one SQLite file that every job and process of a machine shares.
+"""The neuron ledger: one SQLite file that every job and process of a machine shares, or
+one PostgreSQL database that every machine on the account shares (``PIPELINES_LEDGER_URL``,
+:mod:`pipelines.budget.pgstore`): the same statements and defences on both.
 
 Neurons are reserved before a request is sent and settled after it, inside ``BEGIN
 IMMEDIATE`` transactions, so concurrent processes can never together promise more than the
@@ -21,8 +23,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -30,11 +30,13 @@ from types import TracebackType
 from typing import Any
 
 from pipelines.budget import clock
-from pipelines.budget.config import LEDGER_FILE
+from pipelines.budget.config import LEDGER_FILE, ledger_url
+from pipelines.budget.pgstore import PgLedgerStore, is_database_url
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
 from pipelines.budget.store import WHAT, LedgerFile, day_known, day_seen, know_day
 from pipelines.core.errors import BudgetExhausted, BudgetStop, StateError
 from pipelines.core.processes import pid_alive
+from pipelines.core.secrets import redact_url
 from pipelines.core.state import ensure_state_dir
 
 __all__ = ["DayUsage", "Ledger", "Reservation"]
@@ -59,10 +61,19 @@ class Ledger:
         reserve: float = 0,
         day_fn: Callable[[], str] | None = None,
         unit: str = "neurons",
+        url: str | None = None,
     ) -> None:
         if daily_neurons <= 0 or reserve < 0:
             raise ValueError("daily_neurons must be > 0 and reserve >= 0")
-        self.path = path if path is not None else ensure_state_dir() / LEDGER_FILE
+        # an explicit file stays a file; otherwise the shared database when one is set
+        url = url if url is not None else (ledger_url() if path is None else None)
+        if url and not is_database_url(url):
+            raise StateError(
+                f"the ledger URL must start with postgresql://, not {redact_url(url)[:40]!r}"
+            )
+        self.url = url or None
+        if self.url is None:
+            self.path = path if path is not None else ensure_state_dir() / LEDGER_FILE
         self.account = account
         self.daily_neurons = float(daily_neurons)
         self.reserve_neurons = float(reserve)
@@ -73,42 +84,39 @@ class Ledger:
         # Settled ids of this instance: committing or releasing twice must not count twice.
         self._settled: set[int] = set()
         # A damaged ledger is an error, never replaced: it is what keeps runs under the cap.
-        self._file = LedgerFile(self.path)
+        self._file: LedgerFile | PgLedgerStore
+        if self.url is not None:
+            self._file = PgLedgerStore(self.url)
+            self.path = Path(self._file.where)  # shown in messages, never opened
+        else:
+            self._file = LedgerFile(self.path)
+
+    @property
+    def where(self) -> str:
+        """The ledger's file, or its database URL without the password."""
+        return self._file.where
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[Any]:
         return self._file.tx()
 
-    def _day(self, c: sqlite3.Connection) -> str:
+    def _day(self, c: Any) -> str:
         """The account's day: the clock's (or ``day_fn``'s), never going back."""
-        now = self._day_fn() if self._day_fn is not None else clock.utc_today()
+        now = self._day_fn() if self._day_fn is not None else self._file.today(c)
         return day_seen(c, self.account, now)
 
-    def _release_dead(self, c: sqlite3.Connection) -> int:
-        pids = [
-            row[0]
-            for row in c.execute(
-                "SELECT DISTINCT pid FROM reservations WHERE host = ?", (self._host,)
-            )
-        ]
-        dead = [pid for pid in pids if not pid_alive(pid)]
-        removed = 0
-        for pid in dead:
-            cur = c.execute(
-                "DELETE FROM reservations WHERE host = ? AND pid = ?", (self._host, pid)
-            )
-            removed += cur.rowcount
-        return removed
+    def _release_dead(self, c: Any) -> int:
+        return self._file.release_dead(c, self._host, lambda pid: not pid_alive(pid))
 
-    def _note_cap(self, c: sqlite3.Connection, day: str) -> None:
+    def _note_cap(self, c: Any, day: str) -> None:
         c.execute(
             "INSERT INTO days (account, day, cap) VALUES (?, ?, ?) "
             "ON CONFLICT (account, day) DO UPDATE SET cap = excluded.cap",
             (self.account, day, self.daily_neurons),
         )
 
-    def _usage(self, c: sqlite3.Connection, day: str, *, cap: float | None = None) -> DayUsage:
+    def _usage(self, c: Any, day: str, *, cap: float | None = None) -> DayUsage:
         ours = dict(
             c.execute(
                 "SELECT model, SUM(neurons) FROM usage WHERE account = ? AND day = ? "
@@ -199,12 +207,11 @@ class Ledger:
             if usage.marked or neurons > self._grantable(usage) + _EPSILON:
                 refusal = self._refusal(usage, neurons)
             else:
-                cur = c.execute(
-                    "INSERT INTO reservations (account, day, job, model, neurons, pid, host, "
-                    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.account, day, job, model, neurons, os.getpid(), self._host, time.time()),
+                now = self._file.now(c)
+                rid = self._file.insert_reservation(
+                    c,
+                    (self.account, day, job, model, neurons, os.getpid(), self._host, now),
                 )
-                rid = cur.lastrowid
         # Raised after the transaction so the release of dead reservations is kept.
         if refusal is not None:
             raise refusal
@@ -233,7 +240,7 @@ class Ledger:
             c.execute(
                 "INSERT INTO usage (account, day, job, model, neurons, requests) "
                 "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (account, day, job, model) DO UPDATE "
-                "SET neurons = neurons + excluded.neurons, requests = requests + 1",
+                "SET neurons = usage.neurons + excluded.neurons, requests = usage.requests + 1",
                 (r.account, r.day, r.job, r.model, float(actual_neurons)),
             )
         self._settled.add(r.id)
@@ -256,7 +263,7 @@ class Ledger:
                 "INSERT INTO days (account, day, exhausted_at, note) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (account, day) DO UPDATE SET exhausted_at = excluded.exhausted_at, "
                 "note = excluded.note",
-                (self.account, self._day(c), time.time(), note or "daily allocation used up"),
+                (self.account, self._day(c), self._file.now(c), note or "daily allocation used up"),
             )
 
     def clear_exhausted(self) -> bool:
@@ -267,15 +274,15 @@ class Ledger:
                 "WHERE account = ? AND day = ? AND exhausted_at IS NOT NULL",
                 (self.account, self._day(c)),
             )
-            return cur.rowcount > 0
+            return int(cur.rowcount or 0) > 0
 
     def record_external(
         self, neurons_by_model: dict[str, float], *, day: str | None = None
     ) -> None:
         """Store the account's own figures for the day (its analytics), replacing older ones;
         the day's usage is then known."""
-        now = time.time()
         with self._tx() as c:
+            now = self._file.now(c)
             day = day or self._day(c)
             c.execute("DELETE FROM external WHERE account = ? AND day = ?", (self.account, day))
             c.executemany(
@@ -301,7 +308,7 @@ class Ledger:
         """Raise :class:`StateError` unless :meth:`usage_known` (before a paid run)."""
         if not self.usage_known():
             raise StateError(
-                f"the {WHAT} {self.path} was made today, so it does not know what account "
+                f"the {WHAT} {self.where} was made today, so it does not know what account "
                 f"{self.account} spent earlier today; run `pipelines budget --sync` to read it "
                 "from the account, or `pipelines budget --assume-unused` if nothing ran on it "
                 "today, then run again"
@@ -362,11 +369,11 @@ class Ledger:
 
     def recover_stale(self, max_age_s: float = 3600) -> int:
         """Release reservations of dead processes or older than ``max_age_s``; how many."""
-        cutoff = time.time() - max_age_s
         with self._tx() as c:
+            cutoff = self._file.now(c) - max_age_s
             removed = self._release_dead(c)
             cur = c.execute("DELETE FROM reservations WHERE created < ?", (cutoff,))
-            return removed + cur.rowcount
+            return removed + int(cur.rowcount or 0)
 
     def close(self) -> None:
         """Close the database connection."""

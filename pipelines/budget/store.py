@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,6 +111,7 @@ class LedgerFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
         self._lock = threading.Lock()
         self._conn = open_database(
             path,
@@ -137,6 +138,39 @@ class LedgerFile:
             day = LEGACY_DAY if used else clock.utc_today()
             c.execute("INSERT INTO meta (key, value) VALUES ('created_day', ?)", (day,))
             return day
+
+    # -- what differs from the PostgreSQL ledger (budget/pgstore.py) ----------------------
+
+    def now(self, c: sqlite3.Connection) -> float:
+        """This machine's clock: the file is only shared by its processes."""
+        return time.time()
+
+    def today(self, c: sqlite3.Connection) -> str:
+        """This machine's UTC date."""
+        return clock.utc_today()
+
+    def insert_reservation(self, c: sqlite3.Connection, values: Sequence[object]) -> int:
+        cur = c.execute(
+            "INSERT INTO reservations (account, day, job, model, neurons, pid, host, "
+            "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            tuple(values),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def release_dead(
+        self, c: sqlite3.Connection, host: str, dead_pid: Callable[[int], bool]
+    ) -> int:
+        """Reservations of this machine's processes that are gone."""
+        pids = [
+            row[0]
+            for row in c.execute("SELECT DISTINCT pid FROM reservations WHERE host = ?", (host,))
+        ]
+        removed = 0
+        for pid in (p for p in pids if dead_pid(p)):
+            cur = c.execute("DELETE FROM reservations WHERE host = ? AND pid = ?", (host, pid))
+            removed += cur.rowcount
+        return removed
 
     def moved(self) -> bool:
         """Whether the path no longer names the file this connection has open."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from pipelines.core.errors import JobError
+from pipelines.core.shard import Shard
 from pipelines.job.load import load_job, load_jobs
 from pipelines.job.spec import Job
 from pipelines.run.report import RunReport, StopReason, plural
@@ -65,6 +68,29 @@ def _summary(report: RunReport) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
 @click.option(
+    "--shard",
+    "shard_spec",
+    default=None,
+    metavar="I/N",
+    help="Only shard I of N (by key hash), into <output>/part-I-of-N.parquet.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the shards as Ray tasks: on the cluster at ADDRESS, or a local Ray.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=4096),
+    default=4,
+    show_default=True,
+    help="How many shards --ray runs.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -88,6 +114,9 @@ def run(
     wait: bool,
     no_progress: bool,
     no_cache: bool,
+    shard_spec: str | None,
+    ray_address: str | None,
+    shards: int,
     log_format: str,
     report_path: Path | None,
 ) -> None:
@@ -96,7 +125,11 @@ def run(
     from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
-    loaded = load_jobs(jobs)
+    if ray_address is not None and shard_spec is not None:
+        raise JobError("--ray runs every shard itself: drop --shard")
+    if ray_address is not None and Path(ray_address).is_file():
+        raise JobError(f"--ray took {ray_address!r} as its address: put --ray after the jobs")
+    loaded = _sharded(load_jobs(jobs), shard_spec)
     settings = RunSettings(
         provider=provider,
         base_url=base_url,
@@ -109,7 +142,13 @@ def run(
         use_cache=not no_cache,
     )
     try:
-        reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
+        if ray_address is not None:
+            from pipelines.ops.ray_engine import run_on_ray
+
+            quiet = replace(settings, progress=False)
+            reports = run_on_ray(loaded, quiet, address=ray_address, shards=shards)
+        else:
+            reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
     except KeyboardInterrupt:
         # Ctrl-C between two runs (a run and the --wait sleep answer it themselves): what
         # was done is kept; never click's "Aborted!" and exit 1
@@ -154,6 +193,13 @@ def _refresh_report(jobs: list[Job], path: Path) -> None:
         click.echo(f"error: report not written: {exc.message}", err=True)
 
 
+def _sharded(jobs: list[Job], spec: str | None) -> list[Job]:
+    if spec is None:
+        return jobs
+    shard = Shard.parse(spec)
+    return [job.sharded(shard) for job in jobs]
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -162,6 +208,7 @@ def _refresh_report(jobs: list[Job], path: Path) -> None:
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
 @click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
+@click.option("--shard", "shard_spec", default=None, metavar="I/N", help="Plan shard I of N.")
 def plan(
     job_file: Path,
     as_json: bool,
@@ -170,13 +217,14 @@ def plan(
     max_neurons: int | None,
     provider: str | None,
     base_url: str | None,
+    shard_spec: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
     from pipelines.job.models import job_model
     from pipelines.providers.registry import choose, expected_account, expected_label
     from pipelines.run.plan import plan_job
 
-    job = load_job(job_file)
+    (job,) = _sharded([load_job(job_file)], shard_spec)
     settings = RunSettings(
         provider=provider,
         base_url=base_url,

@@ -20,7 +20,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from pipelines.core.errors import CredentialsError
 
@@ -35,6 +35,8 @@ STORAGE_SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 MASK = "***"
 # Shorter values are not real tokens; masking them would garble every line they occur in.
 MIN_SECRET = 4
+# The shared ledger's database URL (issue 17): its password is a secret like the token.
+LEDGER_URL_VAR = "PIPELINES_LEDGER_URL"
 # Cloudflare tokens are 40 characters; a file this large holds something else.
 _MAX_TOKEN_FILE = 64 * 1024
 _FIX = "copy the token again: API tokens and keys are one word of ASCII letters and digits"
@@ -150,7 +152,23 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
             found.add(_file_secret(path))
     for var in STORAGE_SECRET_VARS:
         found.add(env.get(var, "").strip())
+    found.add(url_password(env.get(LEDGER_URL_VAR, "")))
     return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
+
+
+def url_password(url: str) -> str:
+    """The password in a database URL (``postgresql://user:PASSWORD@host/db``), or ""."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ""
+    return unquote(password) if password else ""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages."""
+    password = url_password(url)
+    return mask(url, [password]) if password else url
 
 
 _PERCENT = re.compile(r"%[0-9A-F]{2}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.core.files import tmp_pattern
+from pipelines.core.shard import part_of
 from pipelines.job.problems import Problems
 from pipelines.job.spec import Job
 
@@ -92,6 +93,21 @@ def output_stem(output: Path) -> str:
 
 def job_paths(output: Path, images: Path | None = None) -> JobPaths:
     """Every path derived from the output file ``output`` (and an image job's folder)."""
+    dataset = output.parent
+    if part_of(output.name) is not None and dataset.name.endswith(OUTPUT_SUFFIX):
+        # a shard: nothing but data files (and hidden work files) inside the dataset folder,
+        # so every reader takes the folder as one table; the rest goes beside it
+        base = output_stem(dataset)
+        part = output_stem(output)
+        return JobPaths(
+            output=output,
+            failures=dataset.with_name(f"{base}.failures") / output.name,
+            manifest=dataset.with_name(f"{base}.{part}.manifest.json"),
+            lock=output.with_name(f".{output.name}.lock"),
+            work=output.with_name(f".{output.name}.pipelines"),
+            subtitles=dataset.with_name(f"{base}.subtitles"),
+            images=images,
+        )
     stem = output_stem(output)
     return JobPaths(
         output=output,

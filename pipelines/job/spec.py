@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from pipelines.core.shard import Shard
+
 SourceKind = Literal["csv", "parquet", "audio"]
 JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate", "image"]
 ProviderName = Literal["auto", "cloudflare", "emulator", "local", "openai"]
@@ -239,6 +241,8 @@ class Job(_Strict):
     # Set by the loader, never by the YAML: the job file and the folder paths resolve against.
     _base_dir: Path = PrivateAttr(default=Path("."))
     _file: Path | None = PrivateAttr(default=None)
+    # --shard I/N (issue 17): only that shard's rows, written to <output>/part-I-of-N.parquet
+    _shard: Shard | None = PrivateAttr(default=None)
 
     def located(self, file: Path) -> Job:
         """Remember which file this job came from (relative paths resolve against it)."""
@@ -266,9 +270,27 @@ class Job(_Strict):
         return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
     @property
-    def output_path(self) -> Path:
-        """The resolved output file."""
+    def shard(self) -> Shard | None:
+        """The shard this job copy runs (:meth:`sharded`), or None for the whole input."""
+        return self._shard
+
+    def sharded(self, shard: Shard) -> Job:
+        """A copy that runs only ``shard``'s rows into ``<output>/part-I-of-N.parquet``."""
+        copy = self.model_copy()
+        copy._shard = shard
+        return copy
+
+    @property
+    def dataset_path(self) -> Path:
+        """The output as the job file names it: a file, or the folder of a sharded run's
+        parts."""
         return self.resolve(self.output.path)
+
+    @property
+    def output_path(self) -> Path:
+        """The resolved output file (a shard's part inside the dataset folder)."""
+        path = self.resolve(self.output.path)
+        return path / self._shard.file_name if self._shard is not None else path
 
     @property
     def images_path(self) -> Path | None:

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import IO
 
 from pipelines.budget import EffectiveBudget, Ledger, effective_budget
-from pipelines.core.errors import PipelinesError
+from pipelines.core.errors import JobError, PipelinesError
+from pipelines.core.shard import part_of
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
@@ -64,6 +65,7 @@ def _cache_for(binding: Binding, settings: RunSettings) -> ResultCache | None:
 
 async def arun_once(job: Job, settings: RunSettings) -> RunReport:
     """One run of ``job``: take its lock, run, write its manifest and log the outcome."""
+    check_other_shards(job)
     budget = effective_budget(job.budget, settings.max_neurons)
     model = job_model(job)
     choice = choose(job.provider, settings.provider, settings.base_url or job.base_url, model)
@@ -152,6 +154,11 @@ async def _run(
 ) -> RunReport:
     """The run itself, with its ledger, cache and progress bar."""
     model = job_model(job)
+    if binding.name == "local" and settings.inference:
+        # --ray: inference on the cluster's pool of model-holding actors
+        from pipelines.providers.local_ray import RayLocalProvider
+
+        binding = replace(binding, provider=RayLocalProvider(settings.inference))
     ledger = Ledger(
         binding.ledger_path,
         account=binding.account,
@@ -179,8 +186,25 @@ async def _run(
             cache=cache,
             progress=bar,
             rate_limited=binding.rate_limited,
+            shared_limits=ledger.url,
+            account=binding.account,
         )
         return await arun_job(job, context, settings)
+
+
+def check_other_shards(job: Job) -> None:
+    """A shard run refuses an output folder that holds the parts of another shard count:
+    the rows of both would be in the dataset (a row is in shard I of 4 and J of 8)."""
+    if job.shard is None or not job.dataset_path.is_dir():
+        return
+    for path in sorted(job.dataset_path.glob("part-*-of-*.parquet")):
+        other = part_of(path.name)
+        if other is not None and other.count != job.shard.count:
+            raise JobError(
+                f"{job.dataset_path} holds {path.name}, a part of {other.count} shards, so "
+                f"--shard {job.shard} would write some rows twice; run it as {other.count} "
+                "shards, or move the folder away first"
+            )
 
 
 def _record(

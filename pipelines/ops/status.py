@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipelines.budget import Ledger, effective_budget, format_neurons, resolve_account
 from pipelines.core.errors import PipelinesError
+from pipelines.core.shard import Shard, part_of
 from pipelines.job.spec import Job
 from pipelines.ops.locks import current_holder
 from pipelines.ops.manifest import manifest_path_for, neurons_per_row, read_manifest
@@ -52,6 +53,8 @@ class JobStatus:
     reserve: int | None = None
     days_left: float | None = None
     problems: list[str] = field(default_factory=list)
+    # a sharded output (--shard I/N): the parts found, "I/N" each
+    shards: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -141,6 +144,43 @@ def _number(value: Any, default: float = 0.0) -> float:
     return float(value)
 
 
+def _parts_of(job: Job) -> list[Shard]:
+    """The shards whose parts are in the job's output folder (sharded runs)."""
+    folder = job.dataset_path
+    if job.shard is not None or not folder.is_dir():
+        return []
+    found = (part_of(p.name) for p in folder.glob("part-*-of-*.parquet"))
+    return sorted((s for s in found if s is not None), key=lambda s: (s.count, s.index))
+
+
+def _sum_parts(status: JobStatus, job: Job, parts: list[Shard]) -> None:
+    """A sharded output's standing: its parts' rows, failures, runs and neurons together."""
+    status.output = str(job.dataset_path.resolve())
+    status.shards = [str(part) for part in parts]
+    for part in parts:
+        one = JobStatus(job.name, None, job.task.model, "", job.priority)
+        sharded = job.sharded(part)
+        output = sharded.output_path
+        try:
+            status.rows_done += _parquet_rows(output)
+        except (OSError, pa.ArrowException) as exc:
+            status.problems.append(f"{output}: unreadable ({exc})")
+        _failures(sharded, one)
+        _manifest(sharded, one)
+        status.rows_failed += one.rows_failed
+        status.rows_failed_retryable += one.rows_failed_retryable
+        status.neurons_total += one.neurons_total
+        status.neurons_paid += one.neurons_paid
+        status.problems += one.problems
+        if (one.last_run_ended or "") > (status.last_run_ended or ""):
+            for name in ("id", "ended", "status", "exit_code", "message"):
+                setattr(status, f"last_run_{name}", getattr(one, f"last_run_{name}"))
+            status.neurons_per_row = one.neurons_per_row
+        holder = current_holder(output)
+        if holder is not None and status.running is None:
+            status.running = f"shard {part}: {holder.describe()}"
+
+
 def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
     """Everything :func:`collect_status` shows for one job."""
     output = job.output_path
@@ -151,21 +191,26 @@ def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
         output=str(output.resolve()),
         priority=job.priority,
     )
-    if output.exists():
+    parts = _parts_of(job)
+    if parts:
+        _sum_parts(status, job, parts)
+    elif output.exists():
         try:
             status.rows_done = _parquet_rows(output)
         except (OSError, pa.ArrowException) as exc:
             status.problems.append(f"{output}: unreadable ({exc})")
-    _failures(job, status)
+    if not parts:
+        _failures(job, status)
     _source_rows(job, status)
     if status.rows_total is not None:
         # Retryable failures are sent again by the next run, so they are still pending.
         permanent = status.rows_failed - status.rows_failed_retryable
         status.rows_pending = max(0, status.rows_total - status.rows_done - permanent)
-    holder = current_holder(output)
+    holder = current_holder(output) if not parts else None
     if holder is not None:
         status.running = holder.describe()
-    _manifest(job, status)
+    if not parts:
+        _manifest(job, status)
     try:
         budget = effective_budget(job.budget, None)
     except PipelinesError as exc:

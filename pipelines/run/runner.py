@@ -42,6 +42,7 @@ from pipelines.run.ratelimit import RateLimiter
 from pipelines.run.report import RunReport, StopReason, budget_stop_message, plural
 from pipelines.run.sending import Outcome, Sender, failures_of
 from pipelines.run.settings import RunSettings
+from pipelines.run.shared_limit import SharedRateLimiter
 from pipelines.run.stopping import Stopped, Stopper
 from pipelines.sources import open_source
 from pipelines.sources.audio import load_media
@@ -76,6 +77,9 @@ class RunContext:
     progress: Progress | None = None
     clock: Clock = REAL_CLOCK
     rate_limited: bool = True  # False: no model's per-minute limit (local models)
+    # the shared ledger's database: the per-model limit is then shared by every machine
+    shared_limits: str | None = None
+    account: str = "default"
 
 
 class Runner:
@@ -93,7 +97,18 @@ class Runner:
         # a job's own limit always holds; the model's published one only where it applies
         default_rpm = self.model.rpm if context.rate_limited else math.inf
         rpm = job.limits.requests_per_minute or default_rpm
-        limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
+        limiter: RateLimiter | SharedRateLimiter
+        if context.shared_limits and math.isfinite(rpm):
+            limiter = SharedRateLimiter(
+                context.shared_limits,
+                context.account,
+                self.model.id,
+                rpm,
+                sleep=self.stopper.pause,
+            )
+        else:
+            limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
+        self.limiter = limiter
         self.sender = Sender(
             job_name=job.name,
             task=self.task,
@@ -138,7 +153,8 @@ class Runner:
         started = time.monotonic()
         use_lean_allocators()  # memory flat over millions of rows (see core.memory)
         source = open_source(self.job)
-        self.report.rows_total = source.count()
+        # a shard's share of the input is only known once it is read
+        self.report.rows_total = source.count() if source.shard is None else None
         if self.images is not None:  # before --fresh removes anything
             self.images.claim()
         self.store.open(fresh=self.settings.fresh)
@@ -156,6 +172,8 @@ class Runner:
         finally:
             await self._drain(writer)
             heartbeat.cancel()
+            if isinstance(self.limiter, SharedRateLimiter):
+                await self.limiter.aclose()
             self.budget.close()
             await self._finalize(produced)
             self.report.wall_s = time.monotonic() - started

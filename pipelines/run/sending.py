@@ -33,6 +33,7 @@ from pipelines.providers.retry import RetryPolicy
 from pipelines.run.budget_guard import AsyncBudget
 from pipelines.run.ratelimit import RateLimiter
 from pipelines.run.report import RunReport, StopReason
+from pipelines.run.shared_limit import SharedRateLimiter
 from pipelines.run.stopping import Stopped, Stopper
 from pipelines.tasks.base import Call, Estimate, Requests, RowFailure
 from pipelines.tasks.task import Task
@@ -77,7 +78,7 @@ class Sender:
         model: ModelInfo,
         provider: Provider,
         budget: AsyncBudget,
-        limiter: RateLimiter,
+        limiter: RateLimiter | SharedRateLimiter,
         policy: RetryPolicy,
         stopper: Stopper,
         report: RunReport,

@@ -20,3 +20,5 @@ class RunSettings:
     progress: bool = False  # show a progress bar
     use_cache: bool = True  # answer identical inputs from the result cache
     batch_rows: int = 20_000  # the most source rows read at once
+    # --ray with the local provider: handles of the Ray actors that hold the local models
+    inference: tuple[object, ...] = ()

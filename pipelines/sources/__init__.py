@@ -27,13 +27,17 @@ def open_source(job: Job, *, stage: bool = True) -> Source:
     if stage:
         stage_source(job)
     kind = job.source.kind
+    source: Source
     if kind == "csv":
-        return csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))
-    if kind == "parquet":
-        return parquet.ParquetSource(job, resolve_files(job, parquet.SUFFIXES))
-    if kind == "audio":
-        return audio.AudioSource(job)
-    raise SourceError(f"{kind} sources are not supported yet")
+        source = csv.CsvSource(job, resolve_files(job, csv.SUFFIXES))
+    elif kind == "parquet":
+        source = parquet.ParquetSource(job, resolve_files(job, parquet.SUFFIXES))
+    elif kind == "audio":
+        source = audio.AudioSource(job)
+    else:
+        raise SourceError(f"{kind} sources are not supported yet")
+    source.shard = job.shard  # --shard I/N: only that shard's rows
+    return source
 
 
 __all__ = [

@@ -18,6 +18,7 @@ import polars as pl
 
 from pipelines.core.columns import KEY
 from pipelines.core.errors import SourceError
+from pipelines.core.shard import Shard
 from pipelines.job.spec import Job
 from pipelines.job.templates import template_columns
 from pipelines.sources.keys import SeenKeys, derived_keys, given_keys
@@ -120,6 +121,8 @@ class Source(ABC):
         self.needed = needed_columns(job)
         #: Rows dropped by the last :meth:`iter_batches` because their key came earlier.
         self.duplicate_keys = 0
+        #: Only the rows of this shard (``--shard I/N``); the others are never read on.
+        self.shard: Shard | None = None
 
     @abstractmethod
     def columns(self) -> list[str]:
@@ -166,6 +169,9 @@ class Source(ABC):
         else:
             keys, digests = self._given_keys(path, frame[key_col], offset)
         frame = frame.with_columns(keys.alias(KEY))
+        if self.shard is not None:
+            mine = self.shard.mask(digests)
+            frame, digests = frame.filter(pl.Series(mine)), digests[mine]
         if self._seen is None:  # the caller finds repeated keys itself
             return frame
         fresh = self._seen.first_seen(digests)
