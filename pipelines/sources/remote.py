@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.errors import JobError, SourceError
+from pipelines.core.files import atomic_path
 from pipelines.job.spec import REMOTE_SCHEME, Job, is_remote, remote_mirror
 
 __all__ = ["fetch_output", "output_objects", "stage_source", "upload"]
@@ -164,9 +165,8 @@ def _download(s3: Any, bucket: str, key: str, local: Path, etag: str) -> None:
     if local.exists() and marker.exists() and marker.read_text() == etag:
         return
     local.parent.mkdir(parents=True, exist_ok=True)
-    part = local.with_name(f".{local.name}.part")
-    s3.download_file(bucket, key, str(part))
-    os.replace(part, local)
+    with atomic_path(local) as part:  # whole or absent, and durable before its marker
+        s3.download_file(bucket, key, str(part))
     marker.write_text(etag)
 
 
@@ -185,8 +185,7 @@ def _stage_parquet(arrow: Any, bucket: str, key: str, local: Path, etag: str, jo
     if local.exists() and marker.exists() and marker.read_text() == stamp:
         return
     local.parent.mkdir(parents=True, exist_ok=True)
-    part = local.with_name(f".{local.name}.part")
-    with arrow.open_input_file(f"{bucket}/{key}") as remote:
+    with atomic_path(local) as part, arrow.open_input_file(f"{bucket}/{key}") as remote:
         parquet = pq.ParquetFile(remote)
         # a column the file lacks is left out here: the source's own check then names it
         present = [c for c in columns if c in parquet.schema_arrow.names]
@@ -203,7 +202,6 @@ def _stage_parquet(arrow: Any, bucket: str, key: str, local: Path, etag: str, jo
         finally:
             if writer is not None:
                 writer.close()
-    os.replace(part, local)
     marker.write_text(stamp)
 
 
