@@ -51,6 +51,7 @@ class CloudflareProvider(Provider):
     """
 
     name = "cloudflare"
+    supports_batch = True
 
     def __init__(
         self,

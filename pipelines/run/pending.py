@@ -38,6 +38,7 @@ class PendingBatch:
     rows_new: int = 0  # keys with no outcome yet
     rows_changed: int = 0  # keys done before, with other content now
     rows_duplicate: int = 0  # rows whose key came earlier in the input (not processed)
+    rows_in_flight: int = 0  # in a Batch API payload not collected yet (not sent again)
     calls: list[Call] = field(default_factory=list)
     failures: list[RowFailure] = field(default_factory=list)
     cached: list[pa.Table] = field(default_factory=list)  # rows answered by the cache
@@ -100,15 +101,21 @@ def _select(
         | ((state == int(State.FAILED)) & same & keep_failed)
         | ((state == int(State.TOO_LONG)) & same & keep_failed & truncate_off)
     ).fill_null(False)
+    # a row in a payload in flight waits for it (its answer, or its failure, comes back);
+    # changed meanwhile, it is sent again by the run after that one
+    flight = pl.col("first") & pl.col("flight")
     flags = seen.select(
         pl.col("first"),
-        (pl.col("first") & unchanged).alias("skip"),
-        (pl.col("first") & state.is_null()).alias("new"),
-        (pl.col("first") & state.is_not_null() & ~same).alias("changed"),
+        (pl.col("first") & (unchanged | pl.col("flight"))).alias("skip"),
+        flight.alias("flight"),
+        (pl.col("first") & ~pl.col("flight") & state.is_null()).alias("new"),
+        (pl.col("first") & ~pl.col("flight") & state.is_not_null() & ~same).alias("changed"),
         (~pl.col("first") & ~pl.col("recorded")).alias("record"),
     )
     counts = flags.select(pl.all().sum()).row(0, named=True)
-    pending.rows_skipped, pending.rows_new = counts["skip"], counts["new"]
+    pending.rows_in_flight = counts["flight"]
+    pending.rows_skipped = counts["skip"] - counts["flight"]
+    pending.rows_new = counts["new"]
     pending.rows_changed = counts["changed"]
     pending.rows_duplicate = batch.height - counts["first"]
     repeated = batch.filter(~flags.get_column("first"))
