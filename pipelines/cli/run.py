@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -19,6 +20,11 @@ from pipelines.run.settings import RunSettings
 
 # `auto` is the job file's default, not something to force from the command line
 PROVIDERS = ["cloudflare", "emulator", "local", "openai"]
+MODES = ["sync", "batch"]
+MODE_HELP = (
+    "Override limits.mode: sync (one request at a time) or batch (Cloudflare's Batch API: "
+    "payloads queued and collected later)."
+)
 
 
 def _summary(report: RunReport) -> str:
@@ -31,6 +37,9 @@ def _summary(report: RunReport) -> str:
         *([f"duplicates {report.rows_duplicate:,}"] if report.rows_duplicate else []),
         *([f"cut off at max_tokens {report.rows_truncated:,}"] if report.rows_truncated else []),
         *([f"answers asked again {report.answers_retried:,}"] if report.answers_retried else []),
+        *([f"batches submitted {report.batches_submitted:,}"] if report.batches_submitted else []),
+        *([f"collected {report.batches_collected:,}"] if report.batches_collected else []),
+        *([f"in flight {report.batches_in_flight:,}"] if report.batches_in_flight else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -55,6 +64,7 @@ def _summary(report: RunReport) -> str:
 @click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -71,14 +81,19 @@ def run(
     wait: bool,
     no_progress: bool,
     no_cache: bool,
+    mode: str | None,
     log_format: str,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
+    from pipelines.job.models import job_model
+    from pipelines.job.modes import with_mode
     from pipelines.ops.jobset import arun_jobs, overall_exit_code
     from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
-    loaded = load_jobs(jobs)
+    chosen = _mode(mode)
+    # every job checked for the mode before any of them runs
+    loaded = [with_mode(j, job_model(j), chosen, provider) for j in load_jobs(jobs)]
     settings = RunSettings(
         provider=provider,
         base_url=base_url,
@@ -88,6 +103,7 @@ def run(
         wait=wait,
         progress=not no_progress and sys.stderr.isatty(),
         use_cache=not no_cache,
+        mode=chosen,
     )
     try:
         reports = asyncio.run(arun_jobs(loaded, settings, raise_errors=len(loaded) == 1))
@@ -104,6 +120,10 @@ def run(
     sys.exit(overall_exit_code(reports))
 
 
+def _mode(mode: str | None) -> Literal["sync", "batch"] | None:
+    return "batch" if mode == "batch" else "sync" if mode == "sync" else None
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -111,6 +131,7 @@ def run(
 @click.option("--max-neurons", type=click.IntRange(min=1), default=None)
 @click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 def plan(
     job_file: Path,
     as_json: bool,
@@ -118,17 +139,19 @@ def plan(
     max_neurons: int | None,
     provider: str | None,
     base_url: str | None,
+    mode: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
     from pipelines.job.models import job_model
+    from pipelines.job.modes import with_mode
     from pipelines.providers.registry import choose, expected_account, expected_label
     from pipelines.run.plan import plan_job
 
-    job = load_job(job_file)
+    model = job_model(job := load_job(job_file))
+    job = with_mode(job, model, _mode(mode), provider)
     settings = RunSettings(
         provider=provider, base_url=base_url, retry_failed=retry_failed, max_neurons=max_neurons
     )
-    model = job_model(job)
     choice = choose(job.provider, provider, base_url or job.base_url, model)
     p = plan_job(
         job,
@@ -158,7 +181,16 @@ def plan(
     if p.rows_duplicate:
         repeats = f"{p.rows_duplicate:,} duplicates"
         click.echo(f"           {repeats}: rows whose key came earlier (not processed)")
+    if p.rows_in_flight:
+        click.echo(
+            f"           {p.rows_in_flight:,} in {p.batches_in_flight:,} Batch API payloads "
+            "in flight (the next run collects them)"
+        )
     click.echo(f"requests   {p.requests:,}")
+    if p.mode == "batch":
+        click.echo(
+            f"batch      {p.payloads:,} payloads of at most {job.limits.batch_items:,} requests"
+        )
     if p.rows_cached:
         click.echo(
             f"cache      {p.rows_cached:,} rows answered from the cache, "

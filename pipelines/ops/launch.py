@@ -14,6 +14,7 @@ from typing import IO
 from pipelines.budget import Ledger, effective_budget
 from pipelines.core.errors import PipelinesError
 from pipelines.job.models import job_model
+from pipelines.job.modes import with_mode
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
@@ -61,6 +62,7 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
     """One run of ``job``: take its lock, run, write its manifest and log the outcome."""
     budget = effective_budget(job.budget, settings.max_neurons)
     model = job_model(job)
+    job = with_mode(job, model, settings.mode, settings.provider)
     choice = choose(job.provider, settings.provider, settings.base_url or job.base_url, model)
     with JobLock.for_job(job) as lock:
         if lock.notice:

@@ -181,6 +181,12 @@ class BatchBook:
                 (request_id, at, batch_id),
             )
 
+    def rehold(self, batch_id: str, hold: str) -> None:
+        """The payload's worst case is held anew under ``hold`` (a try that may have reached
+        Cloudflare spent the first hold)."""
+        with self._tx() as c:
+            c.execute("UPDATE batches SET hold = ? WHERE id = ?", (hold, batch_id))
+
     def forget(self, batch_id: str) -> None:
         """The payload's outcome is kept, or it never left (step 3)."""
         with self._tx() as c:

@@ -20,7 +20,9 @@ from pipelines.catalog.metering import Usage
 from pipelines.core.columns import KEY
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
+from pipelines.output.batches import BatchBook
 from pipelines.output.store import OutputStore, fingerprint
+from pipelines.run.batch_payload import Entry, count_payloads, entry_for
 from pipelines.run.cache import TaskCache, open_cache
 from pipelines.run.pending import PendingBatch, pending_calls, read_batch_rows, sum_usage
 from pipelines.run.settings import RunSettings
@@ -60,6 +62,10 @@ class Plan:
     days_at_cap: float
     # what "neurons" count: Cloudflare's, or a model outside the catalog's tokens or requests
     unit: str = "neurons"
+    mode: str = "sync"  # limits.mode (or --mode)
+    payloads: int = 0  # batch mode: Batch API payloads the pending requests make
+    rows_in_flight: int = 0  # in payloads submitted by earlier runs, not collected yet
+    batches_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,19 +89,23 @@ def plan_job(
     task.expect_output(mean_output_tokens(job.output_path) if task.varies_output else None)
     source = open_source(job)
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
-    done = store.done_keys(retry_failed=settings.retry_failed)
+    book = BatchBook(store.work, read_only=True)
+    done = store.done_keys(retry_failed=settings.retry_failed, in_flight=book.keys())
     cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
-        tally = _Tally(rows_failed=done.failure_count())
+        tally = _Tally(rows_failed=done.failure_count(), batches=len(book.batches()))
         rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)
         for pending in pending_calls(
             source, task, done, batch_rows=rows, reuse=reuse, serve_cached=False
         ):
             tally.add(pending, task)
+            if job.limits.mode == "batch":
+                tally.entries.extend(entry_for(task, task.model, c) for c in pending.calls)
         tally.removed = done.removed_count()
     finally:
         done.close()
+        book.close()
         if cache is not None:
             cache.close()
     return _plan(job, task, tally, settings, account)
@@ -130,9 +140,13 @@ class _Tally:
     usage: Usage = field(default_factory=Usage)
     worst: Usage = field(default_factory=Usage)
     saved: Usage = field(default_factory=Usage)
+    batches: int = 0  # in flight
+    in_flight: int = 0
+    entries: list[Entry] = field(default_factory=list)  # batch mode: the calls, for payloads
 
     def add(self, pending: PendingBatch, task: Task) -> None:
         self.total += pending.rows_read
+        self.in_flight += pending.rows_in_flight
         self.skipped += pending.rows_skipped
         self.pending += pending.rows_pending
         self.new += pending.rows_new
@@ -186,4 +200,8 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings, account: s
         available_today=available,
         days_at_cap=round(neurons / per_day, 2) if per_day > 0 else math.inf,
         unit=task.model.budget_unit,
+        mode=job.limits.mode,
+        payloads=count_payloads(tally.entries, job.limits.batch_items),
+        rows_in_flight=tally.in_flight,
+        batches_in_flight=tally.batches,
     )

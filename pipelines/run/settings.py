@@ -4,6 +4,7 @@ passed down whole, so no layer re-declares them as keyword arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -19,3 +20,4 @@ class RunSettings:
     progress: bool = False  # show a progress bar
     use_cache: bool = True  # answer identical inputs from the result cache
     batch_rows: int = 20_000  # the most source rows read at once
+    mode: Literal["sync", "batch"] | None = None  # overrides limits.mode (None: the job's)
