@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE TABLE IF NOT EXISTS flight (key TEXT NOT NULL, batch TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS flight_batch ON flight (batch);
+CREATE INDEX IF NOT EXISTS flight_key ON flight (key);
 """
 
 
@@ -96,6 +98,8 @@ class BatchBook:
         self.path = work / BOOK_FILE
         self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
+        # one connection, used from the run's threads in turn (submitter and collector)
+        self._lock = threading.RLock()
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -121,7 +125,11 @@ class BatchBook:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db()
+        with self._lock:
+            conn = self._db()
+            yield from self._in_tx(conn)
+
+    def _in_tx(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -138,7 +146,8 @@ class BatchBook:
         if not self.exists():
             return []
         try:
-            return self._db().execute(sql, args).fetchall()
+            with self._lock:
+                return self._db().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise _problem(self.path, exc) from exc
 
@@ -217,20 +226,25 @@ class BatchBook:
         """The keys of every row in flight, a chunk at a time."""
         if not self.exists():
             return
-        try:
-            cursor = self._db().execute("SELECT key FROM flight")
-            while chunk := cursor.fetchmany(KEYS_AT_ONCE):
-                yield [str(k) for (k,) in chunk]
-        except sqlite3.Error as exc:
-            raise _problem(self.path, exc) from exc
+        after = ""  # keyset paging: the lock is never held across a yield
+        while True:
+            chunk = self._read(
+                "SELECT DISTINCT key FROM flight WHERE key > ? ORDER BY key LIMIT ?",
+                (after, KEYS_AT_ONCE),
+            )
+            if not chunk:
+                return
+            yield [str(k) for (k,) in chunk]
+            after = str(chunk[-1][0])
 
     # -- closing ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
 
     def remove(self) -> None:
         """Delete the book (every payload in it was settled): what ``--fresh`` leaves."""

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from pipelines.core.crashpoints import crash_point
-from pipelines.core.errors import ProviderError, RateLimited, Scope, TransportError
+from pipelines.core.errors import (
+    PipelinesError,
+    ProviderError,
+    RateLimited,
+    Scope,
+    TransportError,
+)
 from pipelines.output.batches import BookedBatch, Slot
 from pipelines.providers.batch_wire import BatchAnswer, read_answer
 from pipelines.providers.wire import transport_error
@@ -78,20 +84,33 @@ class Collector:
     async def run(self) -> None:
         """Poll until every payload is collected (and :meth:`close` was called), or until
         Ctrl-C or an abort: then what is in flight stays in the book for the next run."""
+        try:
+            await self._loop()
+        except Stopped:
+            pass
+        except PipelinesError as exc:  # e.g. the ledger or the book cannot be written
+            self.ctx.stopper.abort(exc)
+        except Exception as exc:  # a bug: stop, and leave what is in flight to the next run
+            log.exception("batch collector failed", extra={"job": self.ctx.job_name})
+            error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
+            self.ctx.stopper.abort(error)
+        finally:
+            self.collected.set()
+
+    async def _loop(self) -> None:
         stopper = self.ctx.stopper
-        with contextlib.suppress(Stopped):
-            while not stopper.hard:
-                if not self.flights:
-                    if self.closing:
-                        return
-                    await self._nap(None)
-                    continue
-                flight = min(self.flights.values(), key=lambda f: f.due)
-                wait = flight.due - self.ctx.clock.monotonic()
-                if wait > 0:
-                    await self._nap(wait)
-                    continue
-                await self._poll(flight)
+        while not stopper.hard:
+            if not self.flights:
+                if self.closing:
+                    return
+                await self._nap(None)
+                continue
+            flight = min(self.flights.values(), key=lambda f: f.due)
+            wait = flight.due - self.ctx.clock.monotonic()
+            if wait > 0:
+                await self._nap(wait)
+                continue
+            await self._poll(flight)
 
     async def _nap(self, seconds: float | None) -> None:
         """Sleep ``seconds`` on the run's clock (None: until something changes), or less if

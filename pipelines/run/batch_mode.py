@@ -98,11 +98,14 @@ class BatchMode:
                         await self.submitter.add(call, attempts)
                     await self.submitter.flush()
                     continue
-                if not self.collector.flights:
+                if not self.collector.flights or self._collector_ended():
                     break
                 await self._until_collected()
         finally:
             self.collector.close()
+
+    def _collector_ended(self) -> bool:
+        return self._task is None or self._task.done()
 
     async def _until_collected(self) -> None:
         """Wait until a payload is collected, or nothing may go out any more."""
@@ -112,8 +115,6 @@ class BatchMode:
             asyncio.ensure_future(collected.wait()),
             asyncio.ensure_future(self.ctx.stopper.until_hard()),
         }
-        if self._task is not None:
-            waits.add(asyncio.ensure_future(asyncio.shield(self._task)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

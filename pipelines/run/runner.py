@@ -240,9 +240,10 @@ class Runner:
                 f"{self.store.failures_path}); --retry-failed sends them again"
             )
         if r.batches_in_flight:
+            batches = f"{r.batches_in_flight:,} batch{'' if r.batches_in_flight == 1 else 'es'}"
             flying = (
-                f"{plural(r.batches_in_flight, 'batch')} ({plural(r.rows_in_flight, 'row')}) "
-                "still in flight on Cloudflare; the next run collects them"
+                f"{batches} ({plural(r.rows_in_flight, 'row')}) still in flight on "
+                "Cloudflare; the next run collects them"
             )
             r.message = f"{r.message}; {flying}" if r.message else flying
         return r
