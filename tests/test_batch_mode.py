@@ -6,12 +6,14 @@ them again."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from batch_helpers import BGE, Watched, output_keys, run_batch, write_job
 
 from pipelines.budget import Ledger
 from pipelines.emulator import FakeClock
@@ -19,7 +21,6 @@ from pipelines.emulator.server import RunningEmulator
 from pipelines.output.batches import BOOK_FILE
 from pipelines.run.report import StopReason
 from pipelines.run.runner import Runner
-from tests.batch_helpers import BGE, Watched, output_keys, run_batch, write_job
 
 pytestmark = pytest.mark.emulator(batch_delay_s=600, rpm_scale=10, daily_neurons=1e6)
 
@@ -62,7 +63,7 @@ def test_polls_back_off_from_seconds_to_minutes(
         ),
     )
     assert report.stop_reason is StopReason.DONE and report.rows_done == 100
-    gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(polled)]
     assert polled[0] - start < 1  # the first poll at once
     assert gaps[:4] == pytest.approx([2, 4, 8, 16], abs=0.1)  # seconds ...
     assert max(gaps) == pytest.approx(300, abs=0.1)  # ... to five minutes, no more
