@@ -194,7 +194,7 @@ def test_the_lock_holds_while_a_batch_runs_and_ctrl_c_ends_the_wait(
         second = CliRunner().invoke(main, ["run", "--no-progress", str(job)])
         assert second.exit_code == 2 and "already running" in second.output
         first.send_signal(signal.SIGTERM)  # the poller is waiting out an hour's batch
-        out, err = first.communicate(timeout=30)
+        _, err = first.communicate(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()
