@@ -247,3 +247,27 @@ def test_the_budget_holds_the_worst_case_and_is_never_passed(
         today = ledger.today()
         assert today.committed <= 20.0 and today.reserved == 0
     assert emu.stats()["models"][BGE]["neurons"] <= 20.0
+
+
+def test_a_poll_refused_with_retry_after_waits_at_least_that_long(
+    tmp_path: Path, emu: RunningEmulator, fake_clock: FakeClock
+) -> None:
+    from pipelines.core.errors import RateLimited, ServerError
+
+    emu.config.batch_delay_s = 0
+    refusals = [RateLimited("slow down", status=429, code=3021, retry_after=120), ServerError("x")]
+    polled: list[float] = []
+
+    def refuse(_: Watched) -> None:
+        polled.append(fake_clock.monotonic())
+        if refusals:
+            raise refusals.pop(0)
+
+    job = write_job(tmp_path, 100)
+    report, provider = run_batch(
+        job, emu, fake_clock, prepare=lambda _r, p: setattr(p, "on_poll", refuse)
+    )
+    assert report.stop_reason is StopReason.DONE and report.rows_done == 100
+    assert provider.polls == 3
+    assert polled[1] - polled[0] >= 120 - 1e-6  # the server's Retry-After, not the 2 s back-off
+    assert polled[2] - polled[1] >= 4  # a 5xx: the back-off goes on
