@@ -222,14 +222,20 @@ class BatchBook:
             Slot(decode_call(text, blob), first, n, tries) for first, n, tries, text, blob in rows
         ]
 
-    def keys(self) -> Iterator[list[str]]:
-        """The keys of every row in flight, a chunk at a time."""
+    def keys(self, *, submitted_only: bool = False) -> Iterator[list[str]]:
+        """The keys of every row in flight (``submitted_only``: in payloads whose request
+        id is recorded; a run sends the others again), a chunk at a time."""
         if not self.exists():
             return
+        only = (
+            "AND batch IN (SELECT id FROM batches WHERE request_id IS NOT NULL)"
+            if submitted_only
+            else ""
+        )
         after = ""  # keyset paging: the lock is never held across a yield
         while True:
             chunk = self._read(
-                "SELECT DISTINCT key FROM flight WHERE key > ? ORDER BY key LIMIT ?",
+                f"SELECT DISTINCT key FROM flight WHERE key > ? {only} ORDER BY key LIMIT ?",
                 (after, KEYS_AT_ONCE),
             )
             if not chunk:

@@ -267,7 +267,8 @@ class Collector:
             flight.batch.rows,
             extra={"job": ctx.job_name},
         )
-        await ctx.budget.settle_hold(flight.batch.hold, flight.batch.neurons)
+        if await ctx.budget.settle_hold(flight.batch.hold, flight.batch.neurons):
+            ctx.report.neurons += flight.batch.neurons
         await self._forget(flight)
         for slot in flight.slots:
             await self._on_item_error(slot, transport_error(exc.message, model=ctx.model.id))

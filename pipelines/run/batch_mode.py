@@ -48,6 +48,8 @@ class BatchMode:
                 # a hold never taken (a crash before it) counts nothing: nothing was sent
                 counted = await ctx.budget.settle_hold(batch.hold, batch.neurons)
                 await asyncio.to_thread(ctx.book.forget, batch.id)
+                if counted:
+                    ctx.report.neurons += batch.neurons
                 if batch.request_id is None and not fresh and mine and counted:
                     log.warning(
                         "a batch of %d rows may have been submitted by a run that ended "
@@ -60,10 +62,11 @@ class BatchMode:
             self.collector.track(batch, batch.request_id, slots)
         if fresh:
             await asyncio.to_thread(ctx.book.remove)
-        if self.collector.flights:
+        if n := len(self.collector.flights):
             log.info(
-                "%d batches in flight from earlier runs",
-                len(self.collector.flights),
+                "%d batch%s in flight from earlier runs: collecting",
+                n,
+                "" if n == 1 else "es",
                 extra={"job": ctx.job_name},
             )
 

@@ -211,13 +211,15 @@ class Submitter:
             ctx.stopper.stop(StopReason.of_budget(exc.reason), exc.message)
             raise Stopped from exc
         await asyncio.to_thread(ctx.book.rehold, batch.id, again.hold)
-        await ctx.budget.settle_hold(batch.hold, batch.neurons)
+        if await ctx.budget.settle_hold(batch.hold, batch.neurons):
+            ctx.report.neurons += batch.neurons
         return again
 
     async def _drop(self, batch: BookedBatch, spent: float | None) -> None:
         """The payload is not in flight: settle its hold (``None``: never billed) and
         forget it; its rows are pending again."""
-        await self.ctx.budget.settle_hold(batch.hold, spent)
+        if await self.ctx.budget.settle_hold(batch.hold, spent) and spent:
+            self.ctx.report.neurons += spent
         await asyncio.to_thread(self.ctx.book.forget, batch.id)
 
     async def _on_error(

@@ -90,11 +90,14 @@ def plan_job(
     source = open_source(job)
     store = OutputStore(job.output_path, fingerprint=fingerprint(job), meta={})
     book = BatchBook(store.work, read_only=True)
-    done = store.done_keys(retry_failed=settings.retry_failed, in_flight=book.keys())
+    # a payload whose submission was never recorded is sent again by the next run
+    in_flight = book.keys(submitted_only=True)
+    done = store.done_keys(retry_failed=settings.retry_failed, in_flight=in_flight)
     cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
-        tally = _Tally(rows_failed=done.failure_count(), batches=len(book.batches()))
+        submitted = [b for b in book.batches() if b.request_id is not None]
+        tally = _Tally(rows_failed=done.failure_count(), batches=len(submitted))
         rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)
         for pending in pending_calls(
             source, task, done, batch_rows=rows, reuse=reuse, serve_cached=False
