@@ -102,7 +102,7 @@ def run_batch(
         try:
             context = RunContext(
                 provider=provider,
-                budget=RunBudget(ledger),
+                budget=RunBudget(ledger, getattr(settings, "max_neurons", None)),
                 produced_by=f"emulator:{BGE}",
                 clock=Clock(monotonic=clock.monotonic, sleep=clock.sleep),
             )

@@ -271,3 +271,18 @@ def test_a_poll_refused_with_retry_after_waits_at_least_that_long(
     assert provider.polls == 3
     assert polled[1] - polled[0] >= 120 - 1e-6  # the server's Retry-After, not the 2 s back-off
     assert polled[2] - polled[1] >= 4  # a 5xx: the back-off goes on
+
+
+def test_max_neurons_caps_what_a_run_holds_and_the_next_run_goes_on(
+    tmp_path: Path, emu: RunningEmulator, fake_clock: FakeClock
+) -> None:
+    from pipelines.run.settings import RunSettings
+
+    emu.config.batch_delay_s = 10
+    job = write_job(tmp_path, 2_000, "{mode: batch, batch_items: 2}")
+    report, _ = run_batch(job, emu, fake_clock, settings=RunSettings(max_neurons=10))
+    assert report.stop_reason is StopReason.RUN_CAP and report.exit_code == 3
+    assert 0 < report.rows_done < 2_000 and report.neurons <= 10
+    again, _ = run_batch(job, emu, fake_clock)
+    assert again.stop_reason is StopReason.DONE
+    assert output_keys(tmp_path) == list(range(2_000))

@@ -10,13 +10,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from pipelines.job.load import load_job, load_jobs
 from pipelines.run.report import RunReport, StopReason
 from pipelines.run.settings import RunSettings
+
+if TYPE_CHECKING:
+    from pipelines.run.plan import Plan
 
 # `auto` is the job file's default, not something to force from the command line
 PROVIDERS = ["cloudflare", "emulator", "local", "openai"]
@@ -120,6 +123,18 @@ def run(
     sys.exit(overall_exit_code(reports))
 
 
+def _echo_batches(p: Plan, most: int) -> None:
+    """plan's lines about batch mode: rows in flight, then requests and payloads."""
+    if p.rows_in_flight:
+        click.echo(
+            f"           {p.rows_in_flight:,} in {p.batches_in_flight:,} Batch API payloads "
+            "in flight (the next run collects them)"
+        )
+    click.echo(f"requests   {p.requests:,}")
+    if p.mode == "batch":
+        click.echo(f"batch      {p.payloads:,} payloads of at most {most:,} requests")
+
+
 def _mode(mode: str | None) -> Literal["sync", "batch"] | None:
     return "batch" if mode == "batch" else "sync" if mode == "sync" else None
 
@@ -181,16 +196,7 @@ def plan(
     if p.rows_duplicate:
         repeats = f"{p.rows_duplicate:,} duplicates"
         click.echo(f"           {repeats}: rows whose key came earlier (not processed)")
-    if p.rows_in_flight:
-        click.echo(
-            f"           {p.rows_in_flight:,} in {p.batches_in_flight:,} Batch API payloads "
-            "in flight (the next run collects them)"
-        )
-    click.echo(f"requests   {p.requests:,}")
-    if p.mode == "batch":
-        click.echo(
-            f"batch      {p.payloads:,} payloads of at most {job.limits.batch_items:,} requests"
-        )
+    _echo_batches(p, job.limits.batch_items)
     if p.rows_cached:
         click.echo(
             f"cache      {p.rows_cached:,} rows answered from the cache, "

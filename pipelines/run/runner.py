@@ -117,7 +117,18 @@ class Runner:
         self.out = ResultWriter(
             self.store, SubtitleWriter.for_job(job), self.report, self.stopper, context.progress
         )
-        self.batch = BatchMode(
+        self.batch = self._batch_mode(limiter, policy)
+        self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
+        self._per_row = [0.0, 0.0]  # neurons, rows answered (for the days-left figure)
+        self._workers: list[asyncio.Task[None]] = []
+        self._abandoned = False
+        self.stopper.on_abandon = self._abandon
+
+    def _batch_mode(self, limiter: RateLimiter, policy: RetryPolicy) -> BatchMode:
+        """The Batch API side: payloads earlier runs left in flight, and in batch mode the
+        submitter (sharing the model's rate limiter with sync requests)."""
+        job, context = self.job, self.ctx
+        return BatchMode(
             BatchContext(
                 job_name=job.name,
                 task=self.task,
@@ -138,11 +149,6 @@ class Runner:
             submitting=job.limits.mode == "batch",
             max_items=job.limits.batch_items,
         )
-        self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
-        self._per_row = [0.0, 0.0]  # neurons, rows answered (for the days-left figure)
-        self._workers: list[asyncio.Task[None]] = []
-        self._abandoned = False
-        self.stopper.on_abandon = self._abandon
 
     # -- lifecycle -----------------------------------------------------------------------
 
