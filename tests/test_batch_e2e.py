@@ -228,3 +228,20 @@ def test_wait_sleeps_through_the_nights_until_a_batch_job_is_done(
     assert rows_of(tmp_path).height == 3_000
     history = json.loads((tmp_path / "out/result.manifest.json").read_text())["history"]
     assert history[0]["status"] == "budget" and history[-1]["status"] == "completed"
+
+
+def test_a_provider_without_the_batch_api_leaves_batches_in_flight_alone(
+    tmp_path: Path, emu: RunningEmulator, env: dict[str, str]
+) -> None:
+    job = write_job(tmp_path, 500, "{mode: batch, batch_items: 2}")
+    killed = cli("run", "--no-progress", str(job), env={**env, CRASH_AT: "batch-recorded"})
+    assert killed.returncode == -signal.SIGKILL
+    other = cli("run", "--no-progress", "--mode", "sync", "--provider", "openai", str(job))
+    assert other.returncode == 0, other.stderr
+    assert "provider openai cannot collect" in other.stderr
+    assert "1 batch (200 rows) still in flight" in other.stderr
+    assert rows_of(tmp_path).height == 300  # the rows in flight were not sent again
+    result = cli("run", "--no-progress", str(job))
+    assert result.returncode == 0 and "collected 1" in result.stdout, result.stderr
+    assert rows_of(tmp_path).height == 500
+    assert emu.stats()["models"][BGE]["items"] == 500

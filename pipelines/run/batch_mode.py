@@ -76,7 +76,17 @@ class BatchMode:
 
     def start(self) -> None:
         """Start polling (in batch mode, or when earlier runs left payloads in flight)."""
-        if self.submitting or self.collector.flights:
+        ctx = self.ctx
+        if self.collector.flights and not ctx.provider.supports_batch:
+            # their rows stay out of this run's work until a provider that can poll them
+            log.warning(
+                "%d rows are in Batch API payloads in flight, which provider %s cannot "
+                "collect; a run on provider cloudflare collects them",
+                sum(f.batch.rows for f in self.collector.flights.values()),
+                ctx.provider.name,
+                extra={"job": ctx.job_name},
+            )
+        elif self.submitting or self.collector.flights:
             self._task = asyncio.create_task(self.collector.run())
         if not self.submitting:
             self.collector.close()
