@@ -99,6 +99,10 @@ def test_mode_batch_from_the_command_line_and_its_refusals(
         assert "does not take Cloudflare's Batch API" in errors[0] and BGE in errors[0]
     local = cli("run", "--no-progress", "--mode", "batch", "--provider", "local", str(job))
     assert local.returncode == 2 and "provider local has no Batch API" in local.stderr
+    # provider auto without credentials is the local provider: refused before it starts
+    bare = {k: v for k, v in env.items() if not k.startswith("CLOUDFLARE_")}
+    auto = cli("run", "--no-progress", "--mode", "batch", str(job), env=bare)
+    assert auto.returncode == 2 and "provider local has no Batch API" in auto.stderr
 
 
 def test_status_shows_batches_in_flight_and_the_next_run_collects_them(

@@ -62,8 +62,9 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
     """One run of ``job``: take its lock, run, write its manifest and log the outcome."""
     budget = effective_budget(job.budget, settings.max_neurons)
     model = job_model(job)
-    job = with_mode(job, model, settings.mode, settings.provider)
     choice = choose(job.provider, settings.provider, settings.base_url or job.base_url, model)
+    # checked against the provider auto resolved to, before any binding is opened
+    job = with_mode(job, model, settings.mode, choice.name)
     with JobLock.for_job(job) as lock:
         if lock.notice:
             log.warning(lock.notice, extra={"job": job.name})
