@@ -178,7 +178,8 @@ class Collector:
     async def _collect(self, flight: Flight, raw: dict[str, Any]) -> None:
         ctx = self.ctx
         refs = [reference(flight.batch.id, i) for i in range(flight.batch.items)]
-        answer = read_answer(raw, refs, ctx.model.id)
+        # a finished payload can hold tens of thousands of answers: read them off the loop
+        answer = await asyncio.to_thread(read_answer, raw, refs, ctx.model.id)
         if answer.unmatched:
             log.warning(
                 "batch %s: %d responses named no request of it (ignored)",
@@ -186,41 +187,45 @@ class Collector:
                 answer.unmatched,
                 extra={"job": ctx.job_name},
             )
+        kept = await asyncio.to_thread(lambda: [self._read(s, answer) for s in flight.slots])
         spent = 0.0
-        for slot in flight.slots:
-            spent += await self._keep(slot, answer)
+        for slot, (outcome, error) in zip(flight.slots, kept, strict=True):
+            if outcome is not None:
+                await ctx.deliver(outcome)
+                spent += outcome.spent
+            elif error is not None:
+                await self._on_item_error(slot, error)
+                # an item that may have run without an answer counts at its worst case
+                spent += ctx.reservation(slot.call.estimate) if error.maybe_billed else 0.0
         await ctx.durable()  # the answers are in the journal before anything is settled
         crash_point("batch-written")
         billed = _billed(ctx, answer)
         actual = spent if billed is None else billed
-        await ctx.budget.settle_hold(flight.batch.hold, actual)
-        ctx.report.neurons += actual
+        # False: settled by a run that died before forgetting the payload (counted then)
+        if await ctx.budget.settle_hold(flight.batch.hold, actual):
+            ctx.report.neurons += actual
         crash_point("batch-settled")
         await self._forget(flight)
         ctx.report.batches_collected += 1
 
-    async def _keep(self, slot: Slot, answer: BatchAnswer) -> float:
-        """Deliver one call's outcome; the neurons its answers say it used (an item that
-        may have run without an answer counts at its worst case)."""
-        ctx = self.ctx
+    def _read(self, slot: Slot, answer: BatchAnswer) -> tuple[Outcome | None, ProviderError | None]:
+        """One call's output rows (with what its answers say they used), or its error."""
+        task, model = self.ctx.task, self.ctx.model
         items = [answer.items.get(i) for i in range(slot.first, slot.first + slot.bodies)]
         error = next((a.error for a in items if a is not None and a.error is not None), None)
         if error is None and any(a is None for a in items):
-            error = transport_error("the finished batch has no response for it", model=ctx.model.id)
-        if error is None:
-            requests = ctx.task.requests(slot.call)
-            results = [a.result for a in items if a is not None]
-            try:
-                per_item = ctx.task.parse(requests, results)
-            except TransportError as exc:
-                error = exc
-            else:
-                spent = ctx.task.neurons(ctx.task.usage(requests, results))
-                table = ctx.task.output_table(slot.call, per_item)
-                await ctx.deliver(Outcome(slot.call, table, per_item, spent=spent))
-                return spent
-        await self._on_item_error(slot, error)
-        return ctx.reservation(slot.call.estimate) if error.maybe_billed else 0.0
+            error = transport_error("the finished batch has no response for it", model=model.id)
+        if error is not None:
+            return None, error
+        requests = task.requests(slot.call)
+        results = [a.result for a in items if a is not None]
+        try:
+            per_item = task.parse(requests, results)
+        except TransportError as exc:
+            return None, exc
+        spent = task.neurons(task.usage(requests, results))
+        table = task.output_table(slot.call, per_item)
+        return Outcome(slot.call, table, per_item, spent=spent), None
 
     async def _on_item_error(self, slot: Slot, exc: ProviderError) -> None:
         """The error policy of one item, by the error's scope alone (as in sync mode)."""
