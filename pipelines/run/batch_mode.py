@@ -146,6 +146,7 @@ class BatchMode:
         if not self.collector.flights and self.ctx.book.exists():
             # every payload is kept: no empty book left behind in the work folder
             await asyncio.to_thread(self._remove_if_empty)
+        self.ctx.book.close()
         return again
 
     def _remove_if_empty(self) -> None:
