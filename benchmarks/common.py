@@ -297,15 +297,16 @@ def result(
     figure: str,
     value: float,
     goal: str,
-    met: bool,
+    met: bool | None,
     *,
     shown: str | None = None,
     note: str = "",
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the human line and the machine-readable ``RESULT {json}`` line for one goal."""
+    """Print the human line and the machine-readable ``RESULT {json}`` line for one goal
+    (``met`` None: a figure without a goal)."""
     text = shown if shown is not None else f"{value:.4g}"
-    verdict = "met" if met else "MISSED"
+    verdict = "informational" if met is None else "met" if met else "MISSED"
     print(f"{bench} {figure}: {text} (goal {goal}): {verdict}" + (f" — {note}" if note else ""))
     record = {
         "bench": bench,

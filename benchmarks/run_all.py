@@ -89,6 +89,7 @@ BENCHES = [
     Bench("E3", "emulator_startup.py", ["--short"], []),
     Bench("E4", "transcribe.py", ["--short"], []),
     Bench("G1", "generate_plan.py", ["--short"], []),
+    Bench("B1", "batch_mode.py", ["--short"], []),
     Bench("T1", "token_accuracy.py", ["--short"], []),
     Bench("P1", "rate_limit.py", ["--short"], []),
     Bench("P2", "packing.py", ["--short"], []),

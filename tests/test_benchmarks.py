@@ -55,6 +55,13 @@ def test_rate_limit_short() -> None:
     assert results["3021 responses provoked"]["value"] == 0
 
 
+def test_batch_mode_short() -> None:
+    results = run_bench("batch_mode.py", "--short", timeout=300)
+    assert results["batch mode: 3040 answers"]["value"] == 0
+    assert results["batch mode: 3040 answers"]["sync"]["capacity_3040"] > 0  # faults did hit
+    assert results["batch neurons / sync neurons"]["value"] == pytest.approx(1.0)
+
+
 def test_packing_short() -> None:
     results = run_bench("packing.py", "--short")
     assert results["requests / ceil(texts / 100)"]["value"] <= 1.02

@@ -9,12 +9,14 @@ from pipelines.budget.config import (
     effective_budget,
     resolve_account,
 )
+from pipelines.budget.holds import Hold
 from pipelines.budget.ledger import Ledger
 from pipelines.budget.records import DayUsage, Reservation, format_neurons
 
 __all__ = [
     "DayUsage",
     "EffectiveBudget",
+    "Hold",
     "Ledger",
     "Reservation",
     "default_ledger_path",

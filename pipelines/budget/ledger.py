@@ -23,27 +23,39 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from pipelines.budget import clock
+from pipelines.budget import clock, holds
 from pipelines.budget.config import LEDGER_FILE, ledger_url
+from pipelines.budget.holds import Hold
 from pipelines.budget.pgstore import PgLedgerStore, is_database_url
-from pipelines.budget.records import DayUsage, Reservation, format_neurons
-from pipelines.budget.store import WHAT, LedgerFile, day_known, day_seen, know_day
-from pipelines.core.errors import BudgetExhausted, BudgetStop, StateError
+from pipelines.budget.records import DayUsage, Reservation
+from pipelines.budget.store import (
+    EPSILON,
+    WHAT,
+    LedgerFile,
+    count_usage,
+    day_known,
+    day_seen,
+    know_day,
+    refusal,
+)
+from pipelines.core.errors import BudgetExhausted, StateError
 from pipelines.core.processes import pid_alive
 from pipelines.core.secrets import redact_url
 from pipelines.core.state import ensure_state_dir
 
-__all__ = ["DayUsage", "Ledger", "Reservation"]
+__all__ = ["DayUsage", "Hold", "Ledger", "Reservation"]
+
+T = TypeVar("T")
 
 DEFAULT_DAILY_NEURONS = 10_000.0
-# Sums of float estimates must not refuse a request that lands exactly on the cap.
-_EPSILON = 1e-9
 
 # Usage the account's analytics reported beyond ours shows up under this job name.
 EXTERNAL_JOB = "(outside pipelines)"
@@ -135,7 +147,7 @@ class Ledger:
         reserved = c.execute(
             "SELECT COALESCE(SUM(neurons), 0) FROM reservations WHERE account = ? AND day = ?",
             (self.account, day),
-        ).fetchone()[0]
+        ).fetchone()[0] + holds.held_sum(c, self.account, day, self._file.now(c))
         row = c.execute(
             "SELECT cap, exhausted_at, note FROM days WHERE account = ? AND day = ?",
             (self.account, day),
@@ -151,7 +163,7 @@ class Ledger:
             committed=committed,
             reserved=float(reserved),
             remaining=remaining,
-            exhausted=marked or remaining <= _EPSILON,
+            exhausted=marked or remaining <= EPSILON,
             resets_at=clock.reset_of(day),
             note=row[2] if marked else "",
             marked=marked,
@@ -163,60 +175,75 @@ class Ledger:
         return max(0.0, usage.cap - self.reserve_neurons - usage.committed - usage.reserved)
 
     def _refusal(self, usage: DayUsage, neurons: float) -> BudgetExhausted:
-        day = f"{usage.day} UTC"
-        if usage.marked:
-            return BudgetExhausted(
-                f"Cloudflare reports the account's daily neurons used up on {day} ({usage.note})"
-            )
-        limit = usage.cap - self.reserve_neurons
-        kept = (
-            f", {format_neurons(self.reserve_neurons)} kept in reserve"
-            if self.reserve_neurons
-            else ""
-        )
-        if neurons > limit + _EPSILON:
-            # the runner splits a packed request before this: it is one input that is too big
-            lower = " or lower budget.reserve" if self.reserve_neurons else ""
-            return BudgetExhausted(
-                f"one request needs {format_neurons(neurons)} {self.unit}, more than the daily "
-                f"budget of {format_neurons(limit)} allows{kept}, so it can never be sent; raise "
-                f"budget.daily_{self.unit}{lower}",
-                reason=BudgetStop.CANNOT_FIT,
-            )
-        used = usage.committed + usage.reserved
-        return BudgetExhausted(
-            f"daily {self.unit.rstrip('s')} cap reached ({format_neurons(used)} / "
-            f"{format_neurons(usage.cap)} "
-            f"on {day}{kept}; the next request needs {format_neurons(neurons)})"
-        )
+        return refusal(usage, neurons, self.reserve_neurons, self.unit)
 
     # -- public API -------------------------------------------------------------------
 
-    def reserve(self, job: str, model: str, neurons: float) -> Reservation:
-        """Promise ``neurons`` to one request, or raise :class:`BudgetExhausted`."""
+    def _grant(self, neurons: float, record: Callable[[Any, str], T]) -> T:
+        """Run ``record`` (which books ``neurons`` on the day it is given) if the day and the
+        cap allow them, in the same transaction; else raise :class:`BudgetExhausted`."""
         if not math.isfinite(neurons) or neurons < 0:
             raise ValueError(f"a reservation needs a finite, non-negative figure, not {neurons}")
         self._file.check_in_place()
         refusal: BudgetExhausted | None = None
-        rid: int | None = None
         with self._tx() as c:
             day = self._day(c)
             self._release_dead(c)
             self._note_cap(c, day)
             usage = self._usage(c, day, cap=self.daily_neurons)
-            if usage.marked or neurons > self._grantable(usage) + _EPSILON:
+            if usage.marked or neurons > self._grantable(usage) + EPSILON:
                 refusal = self._refusal(usage, neurons)
             else:
-                now = self._file.now(c)
-                rid = self._file.insert_reservation(
-                    c,
-                    (self.account, day, job, model, neurons, os.getpid(), self._host, now),
-                )
+                booked = record(c, day)
         # Raised after the transaction so the release of dead reservations is kept.
         if refusal is not None:
             raise refusal
-        assert rid is not None
-        return Reservation(rid, self.account, day, job, model, float(neurons))
+        return booked
+
+    def reserve(self, job: str, model: str, neurons: float) -> Reservation:
+        """Promise ``neurons`` to one request, or raise :class:`BudgetExhausted`."""
+
+        def record(c: Any, day: str) -> Reservation:
+            # through the store: SQLite's rowid or PostgreSQL's RETURNING, and its clock
+            now = self._file.now(c)
+            rid = self._file.insert_reservation(
+                c, (self.account, day, job, model, neurons, os.getpid(), self._host, now)
+            )
+            return Reservation(rid, self.account, day, job, model, float(neurons))
+
+        return self._grant(neurons, record)
+
+    def hold(self, key: str, job: str, model: str, neurons: float) -> Hold:
+        """Promise ``neurons`` to a Batch API payload until :meth:`settle_hold` (see
+        :mod:`pipelines.budget.holds`); raises :class:`BudgetExhausted` as :meth:`reserve`."""
+
+        def record(c: sqlite3.Connection, day: str) -> Hold:
+            held = Hold(key, self.account, day, job, model, float(neurons), time.time())
+            holds.insert(c, held)
+            return held
+
+        return self._grant(neurons, record)
+
+    def settle_hold(self, key: str, actual_neurons: float | None) -> bool:
+        """Settle the hold ``key``: count ``actual_neurons`` (``None``: it was never billed)
+        on the later of its day and today. False when it was not open (settled before, or
+        not made in this ledger): then nothing is counted."""
+        if actual_neurons is not None and (not math.isfinite(actual_neurons) or actual_neurons < 0):
+            raise ValueError(f"actual neurons must be finite and non-negative: {actual_neurons}")
+        with self._tx() as c:
+            held = holds.take(c, key, actual_neurons)
+            if held is None:
+                return False
+            if actual_neurons:
+                today = self._day(c) if held.account == self.account else held.day
+                day = max(held.day, today)
+                count_usage(c, (held.account, day, held.job, held.model), actual_neurons)
+            return True
+
+    def open_holds(self, prefix: str = "") -> list[Hold]:
+        """The holds not settled yet whose key starts with ``prefix``, oldest first."""
+        with self._tx() as c:
+            return holds.open_holds(c, prefix)
 
     def available(self) -> float:
         """What :meth:`reserve` would still grant right now."""
@@ -237,12 +264,7 @@ class Ledger:
         with self._tx() as c:
             # Counted even if the reservation was swept as stale: the request was billed.
             c.execute("DELETE FROM reservations WHERE id = ?", (r.id,))
-            c.execute(
-                "INSERT INTO usage (account, day, job, model, neurons, requests) "
-                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (account, day, job, model) DO UPDATE "
-                "SET neurons = usage.neurons + excluded.neurons, requests = usage.requests + 1",
-                (r.account, r.day, r.job, r.model, float(actual_neurons)),
-            )
+            count_usage(c, (r.account, r.day, r.job, r.model), float(actual_neurons))
         self._settled.add(r.id)
 
     def release(self, r: Reservation) -> None:
@@ -341,18 +363,21 @@ class Ledger:
                 r = row(job, model)
                 r["committed"] += neurons
                 r["requests"] += requests
-            for job, model, neurons in c.execute(
-                "SELECT job, model, SUM(neurons) FROM reservations "
-                "WHERE account = ? AND day = ? GROUP BY job, model",
-                args,
-            ):
+            for job, model, neurons in [
+                *c.execute(
+                    "SELECT job, model, SUM(neurons) FROM reservations "
+                    "WHERE account = ? AND day = ? GROUP BY job, model",
+                    args,
+                ),
+                *holds.held_by_job_model(c, self.account, day, time.time()),
+            ]:
                 row(job, model)["reserved"] += neurons
             theirs = c.execute(
                 "SELECT model, neurons FROM external WHERE account = ? AND day = ?", args
             ).fetchall()
         for model, neurons in theirs:
             ours = sum(r["committed"] for (_, m), r in rows.items() if m == model)
-            if neurons > ours + _EPSILON:
+            if neurons > ours + EPSILON:
                 row(EXTERNAL_JOB, model)["committed"] = neurons - ours
         return sorted(rows.values(), key=lambda r: (r["job"], r["model"]))
 

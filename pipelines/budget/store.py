@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.budget import clock
-from pipelines.core.errors import StateError
+from pipelines.budget.holds import SCHEMA as HOLDS_SCHEMA
+from pipelines.budget.records import DayUsage, format_neurons
+from pipelines.core.errors import BudgetExhausted, BudgetStop, StateError
 from pipelines.core.sqlite import database_problem, open_database
 
 WHAT = "neuron ledger"
@@ -31,8 +33,9 @@ FORGETS = (
 # The creation day of ledgers made before it was recorded: they count as old (known).
 LEGACY_DAY = "0001-01-01"
 
-SCHEMA_VERSION = 2
-SCHEMA = """
+SCHEMA_VERSION = 3  # 3: holds (batches in flight)
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account TEXT NOT NULL, day TEXT NOT NULL, job TEXT NOT NULL, model TEXT NOT NULL,
@@ -65,6 +68,48 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY, value TEXT NOT NULL
 );
 """
+    + HOLDS_SCHEMA
+)
+
+
+# Sums of float estimates must not refuse a request that lands exactly on the cap.
+EPSILON = 1e-9
+
+
+def count_usage(c: sqlite3.Connection, where: tuple[str, str, str, str], neurons: float) -> None:
+    """Add one request's ``neurons`` to the usage of ``(account, day, job, model)``."""
+    c.execute(
+        "INSERT INTO usage (account, day, job, model, neurons, requests) "
+        "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (account, day, job, model) DO UPDATE "
+        "SET neurons = usage.neurons + excluded.neurons, requests = usage.requests + 1",
+        (*where, neurons),
+    )
+
+
+def refusal(usage: DayUsage, neurons: float, reserve: float, unit: str) -> BudgetExhausted:
+    """Why the ledger refuses ``neurons`` on ``usage``'s day (``reserve`` kept aside)."""
+    day = f"{usage.day} UTC"
+    if usage.marked:
+        return BudgetExhausted(
+            f"Cloudflare reports the account's daily neurons used up on {day} ({usage.note})"
+        )
+    limit = usage.cap - reserve
+    kept = f", {format_neurons(reserve)} kept in reserve" if reserve else ""
+    if neurons > limit + EPSILON:
+        # the runner splits a packed request before this: it is one input that is too big
+        lower = " or lower budget.reserve" if reserve else ""
+        return BudgetExhausted(
+            f"one request needs {format_neurons(neurons)} {unit}, more than the daily "
+            f"budget of {format_neurons(limit)} allows{kept}, so it can never be sent; raise "
+            f"budget.daily_{unit}{lower}",
+            reason=BudgetStop.CANNOT_FIT,
+        )
+    used = usage.committed + usage.reserved
+    return BudgetExhausted(
+        f"daily {unit.rstrip('s')} cap reached ({format_neurons(used)} / "
+        f"{format_neurons(usage.cap)} "
+        f"on {day}{kept}; the next request needs {format_neurons(neurons)})"
+    )
 
 
 def day_seen(c: sqlite3.Connection, account: str, now: str) -> str:

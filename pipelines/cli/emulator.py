@@ -42,6 +42,31 @@ from pipelines.core.errors import JobError
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, help="413 above.")
 @click.option("--batch-delay-s", default=0.2, show_default=True, help="Batch API turnaround.")
 @click.option(
+    "--batch-item-failure-rate",
+    default=0.0,
+    show_default=True,
+    help="P(one item of a batch fails, code 3007; the others are served).",
+)
+@click.option(
+    "--batch-reference",
+    type=click.Choice(["echo", "null", "omit"]),
+    default="echo",
+    show_default=True,
+    help="A batch response's external_reference: the item's, always null, or left out.",
+)
+@click.option(
+    "--batch-nested-result",
+    is_flag=True,
+    help='Wrap each batch response\'s result in another {"result": ...}.',
+)
+@click.option(
+    "--batch-in-order",
+    "batch_shuffle",
+    flag_value=False,
+    default=True,
+    help="Return batch responses in request order (default: shuffled).",
+)
+@click.option(
     "--error-result-shape",
     type=click.Choice(["null", "object"]),
     default="null",

@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 # `auto` is the job file's default, not something to force from the command line
 PROVIDERS = ["cloudflare", "emulator", "local", "openai"]
+MODES = ["sync", "batch"]
+MODE_HELP = (
+    "Override limits.mode: sync (one request at a time) or batch (Cloudflare's Batch API: "
+    "payloads queued and collected later)."
+)
 
 
 def _summary(report: RunReport) -> str:
@@ -40,6 +45,9 @@ def _summary(report: RunReport) -> str:
         *([f"cut off at max_tokens {report.rows_truncated:,}"] if report.rows_truncated else []),
         *([f"answers asked again {report.answers_retried:,}"] if report.answers_retried else []),
         *([f"images made again {report.rows_repaired:,}"] if report.rows_repaired else []),
+        *([f"batches submitted {report.batches_submitted:,}"] if report.batches_submitted else []),
+        *([f"collected {report.batches_collected:,}"] if report.batches_collected else []),
+        *([f"in flight {report.batches_in_flight:,}"] if report.batches_in_flight else []),
         f"requests {report.requests:,}",
         f"neurons {report.neurons:,.1f}",
         f"wall {report.wall_s:.1f}s",
@@ -67,6 +75,7 @@ def _summary(report: RunReport) -> str:
 @click.option("--wait", is_flag=True, help="At the daily cap, sleep until 00:00 UTC and go on.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-cache", is_flag=True, help="Do not answer rows from the result cache.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @click.option(
     "--shard",
     "shard_spec",
@@ -117,19 +126,25 @@ def run(
     shard_spec: str | None,
     ray_address: str | None,
     shards: int,
+    mode: str | None,
     log_format: str,
     report_path: Path | None,
 ) -> None:
     """Run jobs (files or folders of them, higher priority first) and write Parquet."""
+    from pipelines.job.models import job_model
+    from pipelines.job.modes import with_mode
     from pipelines.ops.jobset import arun_jobs, overall_exit_code
     from pipelines.ops.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text")
+    chosen = _mode(mode)
     if ray_address is not None and shard_spec is not None:
         raise JobError("--ray runs every shard itself: drop --shard")
     if ray_address is not None and Path(ray_address).is_file():
         raise JobError(f"--ray took {ray_address!r} as its address: put --ray after the jobs")
-    loaded = _sharded(load_jobs(jobs), shard_spec)
+    # every job checked for the mode before any of them runs
+    moded = [with_mode(j, job_model(j), chosen, provider) for j in load_jobs(jobs)]
+    loaded = _sharded(moded, shard_spec)
     settings = RunSettings(
         provider=provider,
         base_url=base_url,
@@ -140,6 +155,7 @@ def run(
         wait=wait,
         progress=not no_progress and sys.stderr.isatty(),
         use_cache=not no_cache,
+        mode=chosen,
     )
     try:
         if ray_address is not None:
@@ -200,6 +216,22 @@ def _sharded(jobs: list[Job], spec: str | None) -> list[Job]:
     return [job.sharded(shard) for job in jobs]
 
 
+def _echo_batches(p: Plan, most: int) -> None:
+    """plan's lines about batch mode: rows in flight, then requests and payloads."""
+    if p.rows_in_flight:
+        click.echo(
+            f"           {p.rows_in_flight:,} in {p.batches_in_flight:,} Batch API payloads "
+            "in flight (the next run collects them)"
+        )
+    click.echo(f"requests   {p.requests:,}")
+    if p.mode == "batch":
+        click.echo(f"batch      {p.payloads:,} payloads of at most {most:,} requests")
+
+
+def _mode(mode: str | None) -> Literal["sync", "batch"] | None:
+    return "batch" if mode == "batch" else "sync" if mode == "sync" else None
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -209,6 +241,7 @@ def _sharded(jobs: list[Job], spec: str | None) -> list[Job]:
 @click.option("--provider", type=click.Choice(PROVIDERS), default=None)
 @click.option("--base-url", default=None, help="As for run (decides whose cached results count).")
 @click.option("--shard", "shard_spec", default=None, metavar="I/N", help="Plan shard I of N.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 def plan(
     job_file: Path,
     as_json: bool,
@@ -218,13 +251,16 @@ def plan(
     provider: str | None,
     base_url: str | None,
     shard_spec: str | None,
+    mode: str | None,
 ) -> None:
     """Estimate rows, requests, neurons and days for a job (no network)."""
     from pipelines.job.models import job_model
+    from pipelines.job.modes import with_mode
     from pipelines.providers.registry import choose, expected_account, expected_label
     from pipelines.run.plan import plan_job
 
-    (job,) = _sharded([load_job(job_file)], shard_spec)
+    model = job_model(job := load_job(job_file))
+    (job,) = _sharded([with_mode(job, model, _mode(mode), provider)], shard_spec)
     settings = RunSettings(
         provider=provider,
         base_url=base_url,
@@ -232,7 +268,6 @@ def plan(
         repair=repair,
         max_neurons=max_neurons,
     )
-    model = job_model(job)
     choice = choose(job.provider, provider, base_url or job.base_url, model)
     p = plan_job(
         job,
@@ -265,7 +300,7 @@ def plan(
     if p.rows_missing:
         fate = "made again: --repair" if repair else "kept as they are; --repair makes them"
         click.echo(f"           {plural(p.rows_missing, 'image')} missing from the folder ({fate})")
-    click.echo(f"requests   {p.requests:,}")
+    _echo_batches(p, job.limits.batch_items)
     if p.neurons_per_image is not None:
         _plan_images(p)
         return

@@ -111,13 +111,13 @@ def _error_response(emu: Emulator, exc: env.ApiError) -> Response:
     return env.json_response(emu.error_body(exc), exc.status, exc.headers)
 
 
-async def _faulted(emu: Emulator) -> FaultPlan:
+async def _faulted(emu: Emulator, *, queued: bool = False) -> FaultPlan:
     plan = emu.faults.plan(emu.config, emu.elapsed())
     if plan.delay_s > 0:
         await emu.clock.sleep(plan.delay_s)
     if plan.kind == "error":
         raise env.server_error(plan.status)
-    if plan.kind == "capacity":
+    if plan.kind == "capacity" and not queued:
         raise env.capacity_exceeded()
     return plan
 
@@ -166,15 +166,15 @@ async def run_model(request: Request) -> Response:
             obj = parse_json(body)
         if isinstance(obj, dict) and "request_id" in obj and len(obj) == 1:
             emu.settle_batches()
-            return emu.batches.poll(
-                model, obj["request_id"], emu.config.batch_delay_s, emu.run_item
-            ), None
+            return emu.batches.poll(model, obj["request_id"], emu.config, emu.run_item), None
         if queue and not model.batch_api:
             raise env.bad_input(
                 f"Error: {model.id} does not support the asynchronous Batch API (queueRequest)"
             )
         emu.take_slot(model)
-        plan = await _faulted(emu)
+        # the Batch API queues work rather than refuse it for capacity (Cloudflare: requests
+        # "are fulfilled eventually, rather than erroring out")
+        plan = await _faulted(emu, queued=queue)
         if queue:
             emu.check_size(len(body), emu.config.batch_max_bytes)
             return emu.batches.submit(model, obj), plan

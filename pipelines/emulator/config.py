@@ -53,6 +53,18 @@ class EmulatorConfig:
     """How long an async batch stays queued/running before its responses are ready."""
     batch_max_bytes: int = 10 * MB
     """The Batch API's documented total payload limit."""
+    batch_item_failure_rate: float = 0.0
+    """Probability that one item of a batch fails when the batch runs (``success: false``,
+    code 3007, "Inference timed out"), while the batch's other items are served."""
+    batch_reference: Literal["echo", "null", "omit"] = "echo"
+    """A response's ``external_reference``: the item's own (``null`` without one), as the
+    REST docs show; always ``null`` (as when the references sit on a query's contexts); or
+    left out (as one guide shows)."""
+    batch_nested_result: bool = False
+    """Wrap each response's ``result`` in another ``{"result": ...}``, as one of
+    Cloudflare's guides shows it."""
+    batch_shuffle: bool = True
+    """Return a finished batch's responses out of order (Cloudflare says they may be)."""
     error_result_shape: Literal["null", "object"] = "null"
     """``result`` of an error answer: ``null`` (as documented) or ``{}`` (as real 400s are)."""
     graphql_string_type: Literal["string", "String"] = "string"
@@ -90,6 +102,10 @@ class EmulatorConfig:
             raise ValueError("json_failure_mode must be 'http-400' or 'envelope-200'")
         if self.json_response not in ("object", "string"):
             raise ValueError("json_response must be 'object' or 'string'")
+        if self.batch_reference not in ("echo", "null", "omit"):
+            raise ValueError("batch_reference must be 'echo', 'null' or 'omit'")
+        if self.batch_delay_s < 0:
+            raise ValueError(f"batch_delay_s must not be negative, got {self.batch_delay_s}")
         for name in (
             "error_rate",
             "capacity_rate",
@@ -99,6 +115,7 @@ class EmulatorConfig:
             "codeless_error_rate",
             "json_failure_rate",
             "corrupt_image_rate",
+            "batch_item_failure_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -113,7 +113,7 @@ class Emulator:
 
     def settle_batches(self) -> None:
         """Complete the batches whose delay has passed."""
-        self.batches.settle(self.config.batch_delay_s, self.run_item)
+        self.batches.settle(self.config, self.run_item)
 
     def error_body(self, exc: env.ApiError) -> dict[str, Any]:
         """The envelope of an error answer, shaped by ``error_result_shape`` and

@@ -29,6 +29,7 @@ from pipelines.job.generate import (
 )
 from pipelines.job.image import check_image_fields, check_image_model
 from pipelines.job.models import check_budget_unit, external_problem, job_model
+from pipelines.job.modes import batch_problem
 from pipelines.job.paths import check_images_folder, check_output_paths
 from pipelines.job.problems import Loc, Problems, closest, did_you_mean
 from pipelines.job.spec import Job
@@ -330,6 +331,9 @@ def check_job(job: Job, data: dict[str, Any], problems: Problems) -> Job:
     languages = (("task", "source_lang_column"), ("task", "target_lang_column"))
     if known(("task", "kind"), ("task", "params"), *languages):
         _check_translate(job, params, problems)
+    if known(("limits", "mode"), ("task", "kind"), ("provider",)) and job.limits.mode == "batch":
+        if (why := batch_problem(task.kind, model, job.provider)) is not None:
+            problems.add(("limits", "mode"), why)
     check_columns(job, problems)
     if not known(("source", "path"), ("output", "path")):
         return job

@@ -18,6 +18,7 @@ from pipelines.core.shard import Shard
 SourceKind = Literal["csv", "parquet", "audio"]
 JobTaskKind = Literal["embed", "classify", "translate", "transcribe", "generate", "image"]
 ProviderName = Literal["auto", "cloudflare", "emulator", "local", "openai"]
+RunMode = Literal["sync", "batch"]
 
 DEFAULT_AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "m4a", "webm"]
 
@@ -194,6 +195,19 @@ class LimitsSpec(_Strict):
         default=None, gt=0, description="Items per request; default the model's maximum."
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout.")
+    mode: RunMode = Field(
+        default="sync",
+        description="sync: one request at a time, answers at once. batch: Cloudflare's "
+        "asynchronous Batch API (payloads queued, answers collected later; no capacity "
+        "errors). Models with the Batch API only.",
+    )
+    batch_items: int = Field(
+        default=500,
+        gt=0,
+        le=10_000,
+        description="batch mode: the most requests in one Batch API payload (a payload is "
+        "also at most 10 MB).",
+    )
 
 
 class BudgetSpec(_Strict):

@@ -18,6 +18,7 @@ from pipelines.budget import EffectiveBudget, Ledger, effective_budget
 from pipelines.core.errors import JobError, PipelinesError
 from pipelines.core.shard import part_of
 from pipelines.job.models import job_model
+from pipelines.job.modes import with_mode
 from pipelines.job.spec import Job
 from pipelines.ops.locks import JobLock
 from pipelines.ops.manifest import write_manifest
@@ -69,6 +70,8 @@ async def arun_once(job: Job, settings: RunSettings) -> RunReport:
     budget = effective_budget(job.budget, settings.max_neurons)
     model = job_model(job)
     choice = choose(job.provider, settings.provider, settings.base_url or job.base_url, model)
+    # checked against the provider auto resolved to, before any binding is opened
+    job = with_mode(job, model, settings.mode, choice.name)
     with JobLock.for_job(job) as lock:
         if lock.notice:
             log.warning(lock.notice, extra={"job": job.name})

@@ -8,6 +8,7 @@ has cost so far. Nothing here touches the network or a job's lock.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,9 +19,11 @@ import pyarrow.parquet as pq
 from pipelines.budget import Ledger, effective_budget, format_neurons, resolve_account
 from pipelines.core.errors import PipelinesError
 from pipelines.core.shard import Shard, part_of
+from pipelines.job.paths import job_paths
 from pipelines.job.spec import Job
 from pipelines.ops.locks import current_holder
 from pipelines.ops.manifest import manifest_path_for, neurons_per_row, read_manifest
+from pipelines.output.batches import BatchBook
 from pipelines.output.store import failures_path_for
 from pipelines.run.report import StopReason, days_left
 
@@ -52,6 +55,8 @@ class JobStatus:
     daily_neurons: int | None = None
     reserve: int | None = None
     days_left: float | None = None
+    rows_in_flight: int = 0  # in Batch API payloads not collected yet
+    batches: list[dict[str, Any]] = field(default_factory=list)  # those payloads
     problems: list[str] = field(default_factory=list)
     # a sharded output (--shard I/N): the parts found, "I/N" each
     shards: list[str] = field(default_factory=list)
@@ -78,6 +83,31 @@ def _failures(job: Job, status: JobStatus) -> None:
         return
     status.rows_failed = table.num_rows
     status.rows_failed_retryable = int(table.column("retryable").to_pylist().count(True))
+
+
+def _batches(job: Job, status: JobStatus, now: float) -> None:
+    """The Batch API payloads in flight, from the output's batch book (read only)."""
+    book = BatchBook(job_paths(job.output_path).work, read_only=True)
+    try:
+        booked = book.batches()
+    except PipelinesError as exc:
+        status.problems.append(exc.message)
+        return
+    finally:
+        book.close()
+    for batch in booked:
+        since = batch.submitted if batch.submitted is not None else batch.created
+        status.batches.append(
+            {
+                "request_id": batch.request_id,  # None: its submission was never recorded
+                "age_s": max(0.0, now - since),
+                "requests": batch.items,
+                "rows": batch.rows,
+                "neurons_held": batch.neurons,
+                "model": batch.model,
+            }
+        )
+    status.rows_in_flight = sum(b.rows for b in booked)
 
 
 def _source_rows(job: Job, status: JobStatus) -> None:
@@ -201,6 +231,7 @@ def job_status(job: Job, *, ledger: Ledger | None = None) -> JobStatus:
             status.problems.append(f"{output}: unreadable ({exc})")
     if not parts:
         _failures(job, status)
+    _batches(job, status, time.time())
     _source_rows(job, status)
     if status.rows_total is not None:
         # Retryable failures are sent again by the next run, so they are still pending.
@@ -268,6 +299,43 @@ def _when(s: JobStatus) -> str:
     return s.last_run_ended.replace("T", " ").removesuffix("Z")[:16]
 
 
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m" if minutes else f"{int(seconds)}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours < 48 else f"{hours // 24}d {hours % 24}h"
+
+
+# Payloads listed one by one; beyond that, a count.
+SHOWN_BATCHES = 10
+
+
+def _flight_lines(s: JobStatus) -> list[str]:
+    """The Batch API payloads of a job still in flight (the next run collects them)."""
+    if not s.batches:
+        return []
+    held = sum(b["neurons_held"] for b in s.batches)
+    n = len(s.batches)
+    lines = [
+        f"{s.job}: {n:,} batch{'' if n == 1 else 'es'} in flight, {s.rows_in_flight:,} rows, "
+        f"{format_neurons(held)} neurons held (the next run collects them)"
+    ]
+    for b in s.batches[:SHOWN_BATCHES]:
+        what = (
+            f"submitted {_age(b['age_s'])} ago"
+            if b["request_id"]
+            else f"its submission unconfirmed, {_age(b['age_s'])} ago"
+        )
+        lines.append(
+            f"  {b['request_id'] or '?'}  {what}, {b['requests']:,} requests, "
+            f"{b['rows']:,} rows, {format_neurons(b['neurons_held'])} neurons held"
+        )
+    if n > SHOWN_BATCHES:
+        lines.append(f"  and {n - SHOWN_BATCHES:,} more (pipelines status --json lists them)")
+    return lines
+
+
 def render_table(statuses: list[JobStatus]) -> str:
     """A table for people, then one line per job that has something to say."""
     header = (
@@ -314,6 +382,7 @@ def render_table(statuses: list[JobStatus]) -> str:
             lines.append(f"{s.job}: running ({s.running})")
         elif s.last_run_message and s.last_run_status not in ("completed", "done"):
             lines.append(f"{s.job}: {s.last_run_message}")
+        lines.extend(_flight_lines(s))
         lines.extend(f"{s.job}: {p}" for p in s.problems)
     if any(s.days_left is None and s.rows_pending for s in statuses):
         lines.append("days left: ? until a run has spent neurons (it prices a row)")

@@ -43,7 +43,8 @@ CREATE TABLE keys (
     dsrc INTEGER, dpos INTEGER,                          -- the latest DuplicateKey record
     dup INTEGER NOT NULL DEFAULT 0,                      -- 1 recorded, 2 repeated in this input
     seen INTEGER NOT NULL DEFAULT 0, ihash TEXT,         -- read from the input (its hash)
-    missing INTEGER NOT NULL DEFAULT 0                   -- image jobs: the row's file is gone
+    missing INTEGER NOT NULL DEFAULT 0,                  -- image jobs: the row's file is gone
+    flight INTEGER NOT NULL DEFAULT 0                    -- 1: in a Batch API payload in flight
 ) WITHOUT ROWID;
 CREATE TEMP TABLE q (i INTEGER PRIMARY KEY, key TEXT NOT NULL);
 """
@@ -169,6 +170,15 @@ class OutputIndex:
         """DuplicateKey records at ``positions`` of source ``src``."""
         self._write(_DUPLICATE, zip(keys, [src] * len(keys), positions, strict=True))
 
+    @_locked
+    def add_in_flight(self, keys: Sequence[str]) -> None:
+        """Keys whose rows are in a Batch API payload not collected yet: not sent again
+        (their outcome, if any, stays the latest until the payload's arrives)."""
+        self._write(
+            "INSERT INTO keys(key, flight) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET flight = 1",
+            ((k,) for k in keys),
+        )
+
     # -- the input -------------------------------------------------------------------------
 
     def _query(self, keys: Sequence[str]) -> None:
@@ -182,14 +192,15 @@ class OutputIndex:
         One row per input row, in order: ``first`` (no earlier row of the input has its
         key), ``state`` (its key's latest outcome, null: none), ``same`` (that outcome was
         for the same content, or for content not known), ``recorded`` (its key already
-        has a DuplicateKey record) and ``missing`` (its image file is gone)."""
+        has a DuplicateKey record), ``missing`` (its image file is gone) and ``flight`` (its
+        key is in a Batch API payload in flight)."""
         frame = pl.DataFrame({KEY: keys, "_h": hashes})
         in_batch = frame.get_column(KEY).is_first_distinct()
         firsts = frame.filter(in_batch)
         self._query(firsts.get_column(KEY).to_list())
         found = pl.DataFrame(
             self._conn.execute(
-                "SELECT q.key, k.hash, k.state, k.seen, k.dup, k.missing "
+                "SELECT q.key, k.hash, k.state, k.seen, k.dup, k.missing, k.flight "
                 "FROM q JOIN keys k USING (key)"
             ).fetchall(),
             schema={
@@ -199,6 +210,7 @@ class OutputIndex:
                 "_seen": pl.Int8,
                 "_dup": pl.Int8,
                 "_missing": pl.Int8,
+                "_flight": pl.Int8,
             },
             orient="row",
         )
@@ -212,6 +224,7 @@ class OutputIndex:
             (pl.col("_stored").is_null() | (pl.col("_stored") == pl.col("_h"))).alias("same"),
             (pl.col("_dup").fill_null(0) > 0).alias("recorded"),
             (pl.col("_missing").fill_null(0) > 0).alias("missing"),
+            (pl.col("_flight").fill_null(0) > 0).alias("flight"),
         )
 
     @_locked

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -172,17 +173,26 @@ class OutputStore:
 
     # -- what is done --------------------------------------------------------------------
 
-    def done_keys(self, *, retry_failed: bool, repair: bool = False) -> OutputIndex:
+    def done_keys(
+        self,
+        *,
+        retry_failed: bool,
+        repair: bool = False,
+        in_flight: Iterable[Sequence[str]] = (),
+    ) -> OutputIndex:
         """The index of this output's keys and their latest outcomes (results, failures,
-        unmerged journals), on disk beyond a bounded cache. The pending rows are looked up
-        in it, and :meth:`finalize` merges with it. For an image job it also knows which
-        rows' files are missing (pending again with ``repair``)."""
+        unmerged journals), on disk beyond a bounded cache, and the keys ``in_flight`` in
+        Batch API payloads (chunks of them). The pending rows are looked up in it, and
+        :meth:`finalize` merges with it. For an image job it also knows which rows' files
+        are missing (pending again with ``repair``)."""
         self._close_index()
         self._index = OutputIndex(retry_failed=retry_failed, repair=repair)
         self._sources = {}
         self._add_new_events(self._index)
         if self.paths.images is not None:
             self._check_images(self._index)
+        for chunk in in_flight:
+            self._index.add_in_flight(chunk)
         return self._index
 
     def _check_images(self, index: OutputIndex) -> None:

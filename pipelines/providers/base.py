@@ -95,10 +95,20 @@ class Provider(ABC):
     """Runs model calls. Use as an async context manager, or call :meth:`aclose`."""
 
     name: str = "provider"
+    # Whether it offers Cloudflare's asynchronous Batch API (submit_batch / poll_batch).
+    supports_batch: bool = False
 
     @abstractmethod
     async def run(self, model: ModelInfo, inputs: dict[str, Any]) -> Any:
         """Run one call and return the model's result (the envelope's ``result``)."""
+
+    async def submit_batch(self, model: ModelInfo, requests: list[dict[str, Any]]) -> str:
+        """Queue ``requests`` on the Batch API; the request id (where ``supports_batch``)."""
+        raise NotImplementedError(f"provider {self.name} has no Batch API")
+
+    async def poll_batch(self, model: ModelInfo, request_id: str) -> dict[str, Any] | None:
+        """``None`` while the batch runs, then its finished answer (``responses``, ``usage``)."""
+        raise NotImplementedError(f"provider {self.name} has no Batch API")
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -7,6 +7,7 @@ Request bodies and error mapping live in :mod:`pipelines.providers.wire`.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -52,6 +53,7 @@ class CloudflareProvider(Provider):
     """
 
     name = "cloudflare"
+    supports_batch = True
 
     def __init__(
         self,
@@ -120,9 +122,9 @@ class CloudflareProvider(Provider):
                 raise InvalidInput(f"{model.id} does not support the Batch API", model=model.id)
             if not requests:
                 raise InvalidInput("a Batch API request needs at least one item", model=model.id)
-            content = encode_json(
-                {"requests": [json_inputs(model, r) for r in requests]}, model=model.id
-            )
+            payload = {"requests": [json_inputs(model, r) for r in requests]}
+            # up to 10 MB of JSON: encoded off the event loop
+            content = await asyncio.to_thread(encode_json, payload, model=model.id)
             if len(content) > BATCH_MAX_BYTES:
                 raise InvalidInput(
                     f"the batch for {model.id} is {len(content) / 1e6:.1f} MB; the Batch API "
@@ -149,8 +151,14 @@ class CloudflareProvider(Provider):
             resp = await self._post(
                 self.model_url(model), content, JSON_CONTENT_TYPE, model.id, queue=True
             )
-            result = unwrap_result(
-                resp.status_code, resp.headers, resp.content, model=model.id, allow_bare=True
+            # a finished batch's answer can be 100 MB of JSON: parsed off the event loop
+            result = await asyncio.to_thread(
+                unwrap_result,
+                resp.status_code,
+                resp.headers,
+                resp.content,
+                model=model.id,
+                allow_bare=True,
             )
             if isinstance(result, dict):
                 if isinstance(result.get("responses"), list):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pipelines.budget.records import format_neurons
@@ -31,6 +31,8 @@ class Budget(Protocol):
     def release(self, r: Any) -> None: ...
     def available(self) -> float: ...
     def mark_exhausted(self, note: str = "") -> None: ...
+    def hold(self, key: str, job: str, model: str, neurons: float) -> Any: ...
+    def settle_hold(self, key: str, actual_neurons: float | None) -> bool: ...
 
 
 class LedgerLike(Budget, Protocol):
@@ -46,6 +48,7 @@ class RunBudget:
     max_neurons: float | None = None
     spent: float = 0.0
     held: float = 0.0
+    _holds: dict[str, float] = field(default_factory=dict)  # this run's holds, still open
 
     @property
     def daily_neurons(self) -> float:
@@ -95,6 +98,24 @@ class RunBudget:
     def mark_exhausted(self, note: str = "") -> None:
         self.ledger.mark_exhausted(note)
 
+    def hold(self, key: str, job: str, model: str, neurons: float) -> Any:
+        """Hold ``neurons`` for a Batch API payload (see :mod:`pipelines.budget.holds`)."""
+        if self.max_neurons is not None and neurons > self._room():
+            self._refuse(neurons)
+        held = self.ledger.hold(key, job, model, neurons)
+        self.held += neurons
+        self._holds[key] = neurons
+        return held
+
+    def settle_hold(self, key: str, actual_neurons: float | None) -> bool:
+        """Settle a hold: this run's (counted against --max-neurons) or an earlier run's."""
+        settled = self.ledger.settle_hold(key, actual_neurons)
+        mine = self._holds.pop(key, None)
+        if mine is not None:
+            self.held -= mine
+            self.spent += actual_neurons or 0.0
+        return settled
+
 
 class AsyncBudget:
     """A :class:`Budget` whose calls run on one thread of their own, off the event loop."""
@@ -124,6 +145,12 @@ class AsyncBudget:
 
     async def mark_exhausted(self, note: str = "") -> None:
         await self._call(self.budget.mark_exhausted, note)
+
+    async def hold(self, key: str, job: str, model: str, neurons: float) -> Any:
+        return await self._call(self.budget.hold, key, job, model, neurons)
+
+    async def settle_hold(self, key: str, actual_neurons: float | None) -> bool:
+        return await self._call(self.budget.settle_hold, key, actual_neurons)
 
     def close(self) -> None:
         """Wait for the calls under way (a commit must reach the ledger), then stop."""

@@ -40,6 +40,7 @@ class PendingBatch:
     rows_duplicate: int = 0  # rows whose key came earlier in the input (not processed)
     rows_missing: int = 0  # image rows done whose file is gone (made again with --repair)
     rows_repaired: int = 0  # ... of which are made again now (--repair)
+    rows_in_flight: int = 0  # in a Batch API payload not collected yet (not sent again)
     calls: list[Call] = field(default_factory=list)
     failures: list[RowFailure] = field(default_factory=list)
     cached: list[pa.Table] = field(default_factory=list)  # rows answered by the cache
@@ -104,16 +105,22 @@ def _select(
         | ((state == int(State.FAILED)) & same & keep_failed)
         | ((state == int(State.TOO_LONG)) & same & keep_failed & truncate_off)
     ).fill_null(False)
+    # a row in a payload in flight waits for it (its answer, or its failure, comes back);
+    # changed meanwhile, it is sent again by the run after that one
+    flight = pl.col("first") & pl.col("flight")
     flags = seen.select(
         pl.col("first"),
-        (pl.col("first") & unchanged).alias("skip"),
-        (pl.col("first") & state.is_null()).alias("new"),
-        (pl.col("first") & state.is_not_null() & ~same).alias("changed"),
+        (pl.col("first") & (unchanged | pl.col("flight"))).alias("skip"),
+        flight.alias("flight"),
+        (pl.col("first") & ~pl.col("flight") & state.is_null()).alias("new"),
+        (pl.col("first") & ~pl.col("flight") & state.is_not_null() & ~same).alias("changed"),
         (~pl.col("first") & ~pl.col("recorded")).alias("record"),
         (pl.col("first") & broken).fill_null(False).alias("broken"),
     )
     counts = flags.select(pl.all().sum()).row(0, named=True)
-    pending.rows_skipped, pending.rows_new = counts["skip"], counts["new"]
+    pending.rows_in_flight = counts["flight"]
+    pending.rows_skipped = counts["skip"] - counts["flight"]
+    pending.rows_new = counts["new"]
     pending.rows_changed = counts["changed"]
     pending.rows_missing = counts["broken"]
     pending.rows_repaired = counts["broken"] if done.repair else 0

@@ -20,7 +20,9 @@ from pipelines.catalog.metering import Usage
 from pipelines.core.columns import KEY
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
+from pipelines.output.batches import BatchBook
 from pipelines.output.store import OutputStore, fingerprint
+from pipelines.run.batch_payload import Entry, count_payloads, entry_for
 from pipelines.run.cache import TaskCache, open_cache
 from pipelines.run.pending import PendingBatch, pending_calls, read_batch_rows, sum_usage
 from pipelines.run.settings import RunSettings
@@ -68,6 +70,10 @@ class Plan:
     # image jobs: images a day within the daily cap (less the reserve), and within the
     # model's requests per minute; None: not an image job
     images_per_day: int | None = None
+    mode: str = "sync"  # limits.mode (or --mode)
+    payloads: int = 0  # batch mode: Batch API payloads the pending requests make
+    rows_in_flight: int = 0  # in payloads submitted by earlier runs, not collected yet
+    batches_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,19 +99,28 @@ def plan_job(
     store = OutputStore(
         job.output_path, fingerprint=fingerprint(job), meta={}, images=job.images_path
     )
-    done = store.done_keys(retry_failed=settings.retry_failed, repair=settings.repair)
+    book = BatchBook(store.work, read_only=True)
+    # a payload whose submission was never recorded is sent again by the next run
+    in_flight = book.keys(submitted_only=True)
+    done = store.done_keys(
+        retry_failed=settings.retry_failed, repair=settings.repair, in_flight=in_flight
+    )
     cache = open_cache() if settings.use_cache and task.cacheable else None
     reuse = TaskCache(cache, task, produced_by or model.id) if cache is not None else None
     try:
-        tally = _Tally(rows_failed=done.failure_count())
+        submitted = [b for b in book.batches() if b.request_id is not None]
+        tally = _Tally(rows_failed=done.failure_count(), batches=len(submitted))
         rows = read_batch_rows(task, job.limits.concurrency, settings.batch_rows)
         for pending in pending_calls(
             source, task, done, batch_rows=rows, reuse=reuse, serve_cached=False
         ):
             tally.add(pending, task)
+            if job.limits.mode == "batch":
+                tally.entries.extend(entry_for(task, task.model, c) for c in pending.calls)
         tally.removed = done.removed_count()
     finally:
         done.close()
+        book.close()
         if cache is not None:
             cache.close()
     return _plan(job, task, tally, settings, account)
@@ -141,9 +156,13 @@ class _Tally:
     usage: Usage = field(default_factory=Usage)
     worst: Usage = field(default_factory=Usage)
     saved: Usage = field(default_factory=Usage)
+    batches: int = 0  # in flight
+    in_flight: int = 0
+    entries: list[Entry] = field(default_factory=list)  # batch mode: the calls, for payloads
 
     def add(self, pending: PendingBatch, task: Task) -> None:
         self.total += pending.rows_read
+        self.in_flight += pending.rows_in_flight
         self.skipped += pending.rows_skipped
         self.pending += pending.rows_pending
         self.new += pending.rows_new
@@ -200,6 +219,10 @@ def _plan(job: Job, task: Task, tally: _Tally, settings: RunSettings, account: s
         unit=task.model.budget_unit,
         rows_missing=tally.missing,
         **_per_image(task, per_day),
+        mode=job.limits.mode,
+        payloads=count_payloads(tally.entries, job.limits.batch_items),
+        rows_in_flight=tally.in_flight,
+        batches_in_flight=tally.batches,
     )
 
 

@@ -98,7 +98,11 @@ class RunReport:
     answers_retried: int = 0  # generate: answers that broke the output schema, asked again
     rows_missing: int = 0  # image jobs: rows done whose file is gone (--repair makes them)
     rows_repaired: int = 0  # image jobs: of those, made again by this run (--repair)
-    requests: int = 0
+    requests: int = 0  # HTTP requests sent (batch mode: submissions and polls)
+    batches_submitted: int = 0  # batch mode: payloads submitted by this run
+    batches_collected: int = 0  # payloads collected by this run (its own and earlier runs')
+    batches_in_flight: int = 0  # payloads still in flight when the run ended
+    rows_in_flight: int = 0  # their rows
     neurons: float = 0.0
     wall_s: float = 0.0
     output_rows: int = 0

@@ -18,22 +18,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TypeVar
 
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.columns import KEY
-from pipelines.core.errors import OutputError, PipelinesError
+from pipelines.core.errors import JobError, PipelinesError
 from pipelines.core.memory import use_lean_allocators
 from pipelines.job.models import job_model
 from pipelines.job.spec import Job
+from pipelines.output.batches import BatchBook
 from pipelines.output.images import ImageWriter
 from pipelines.output.store import OutputStore, fingerprint
 from pipelines.output.subtitles import SubtitleWriter
 from pipelines.providers.base import Provider
 from pipelines.providers.retry import RetryPolicy
+from pipelines.run.batch_context import BatchContext
+from pipelines.run.batch_mode import BatchMode
 from pipelines.run.budget_guard import AsyncBudget, Budget
 from pipelines.run.cache import ResultCache, TaskCache
 from pipelines.run.clock import REAL_CLOCK, Clock
@@ -44,10 +44,11 @@ from pipelines.run.sending import Outcome, Sender, failures_of
 from pipelines.run.settings import RunSettings
 from pipelines.run.shared_limit import SharedRateLimiter
 from pipelines.run.stopping import Stopped, Stopper
+from pipelines.run.writing import Progress, ResultWriter
 from pipelines.sources import open_source
 from pipelines.sources.audio import load_media
 from pipelines.sources.base import Source
-from pipelines.tasks.base import Call, Requests, RowFailure
+from pipelines.tasks.base import Call, Requests
 from pipelines.tasks.registry import make_task
 from pipelines.tasks.task import Task
 
@@ -56,14 +57,6 @@ T = TypeVar("T")
 # How often the progress display is refreshed while nothing arrives (a stalled ledger, a
 # long backoff): the bar must keep moving its clock, never look hung.
 HEARTBEAT_S = 0.5
-
-
-class Progress(Protocol):
-    """Where the runner reports progress (tqdm in the CLI)."""
-
-    def start(self, total: int | None) -> None: ...
-    def update(self, rows: int, neurons: float) -> None: ...
-    def refresh(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +102,7 @@ class Runner:
         else:
             limiter = RateLimiter(rpm, clock=context.clock.monotonic, sleep=self.stopper.pause)
         self.limiter = limiter
+        policy = RetryPolicy(max_attempts=job.limits.max_attempts)
         self.sender = Sender(
             job_name=job.name,
             task=self.task,
@@ -116,7 +110,7 @@ class Runner:
             provider=context.provider,
             budget=self.budget,
             limiter=limiter,
-            policy=RetryPolicy(max_attempts=job.limits.max_attempts),
+            policy=policy,
             stopper=self.stopper,
             report=self.report,
         )
@@ -137,21 +131,61 @@ class Runner:
             if context.cache is not None and self.task.cacheable
             else None
         )
-        self.subtitles = SubtitleWriter.for_job(job)
         self.images = ImageWriter.for_job(job)
-        self._write_failed = False
+        self.out = ResultWriter(
+            self.store,
+            SubtitleWriter.for_job(job),
+            self.report,
+            self.stopper,
+            context.progress,
+            images=self.images,
+        )
+        self.batch = self._batch_mode(limiter, policy)
         self._calls: asyncio.Queue[Call | None] = asyncio.Queue(maxsize=job.limits.concurrency * 2)
-        self._out: asyncio.Queue[pa.Table | list[RowFailure] | None] = asyncio.Queue(maxsize=256)
         self._per_row = [0.0, 0.0]  # neurons, rows answered (for the days-left figure)
         self._workers: list[asyncio.Task[None]] = []
         self._abandoned = False
         self.stopper.on_abandon = self._abandon
+
+    def _batch_mode(
+        self, limiter: RateLimiter | SharedRateLimiter, policy: RetryPolicy
+    ) -> BatchMode:
+        """The Batch API side: payloads earlier runs left in flight, and in batch mode the
+        submitter (sharing the model's rate limiter with sync requests)."""
+        job, context = self.job, self.ctx
+        return BatchMode(
+            BatchContext(
+                job_name=job.name,
+                task=self.task,
+                model=self.model,
+                provider=context.provider,
+                budget=self.budget,
+                limiter=limiter,
+                policy=policy,
+                stopper=self.stopper,
+                report=self.report,
+                book=BatchBook(self.store.work),
+                clock=context.clock,
+                fingerprint=self.store.fingerprint.digest,
+                run_id=self.report.run_id,
+                deliver=self._deliver,
+                durable=self.out.durable,
+            ),
+            submitting=job.limits.mode == "batch",
+            max_items=job.limits.batch_items,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> RunReport:
         started = time.monotonic()
         use_lean_allocators()  # memory flat over millions of rows (see core.memory)
+        if self.batch.submitting and not self.ctx.provider.supports_batch:
+            raise JobError(
+                f"batch mode needs Cloudflare's Batch API, which provider "
+                f"{self.ctx.provider.name} does not offer; use provider cloudflare (or "
+                "emulator), or limits.mode: sync"
+            )
         source = open_source(self.job)
         # a shard's share of the input is only known once it is read
         self.report.rows_total = source.count() if source.shard is None else None
@@ -160,12 +194,21 @@ class Runner:
         self.store.open(fresh=self.settings.fresh)
         if self.images is not None:
             self.images.open()
+        try:
+            await self.batch.recover(fresh=self.settings.fresh)
+        except BaseException:
+            self.budget.close()
+            raise
         sample = next(iter(source.iter_batches([*self.task.keep], batch_rows=1)), None)
         self.store.begin(self.report.run_id, self.task.output_schema(sample))
-        writer = asyncio.create_task(self._writer())
+        writer = asyncio.create_task(self.out.run())
         heartbeat = asyncio.create_task(self._heartbeat())
-        n = self.job.limits.concurrency
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(n)]
+        self.batch.start()
+        if self.batch.submitting:  # one worker packs every call into payloads
+            self._workers = [asyncio.create_task(self.batch.worker(self._calls))]
+        else:
+            n = self.job.limits.concurrency
+            self._workers = [asyncio.create_task(self._worker()) for _ in range(n)]
         produced = False
         try:
             produced = await self._produce(source)
@@ -184,13 +227,19 @@ class Runner:
             for _ in self._workers:
                 await self._calls.put(None)
         await asyncio.gather(*self._workers, return_exceptions=True)
-        await self._out.put(None)
+        # the payloads in flight are collected (unless the run was interrupted); in sync
+        # mode, what came back to be sent again goes as sync requests
+        for call, _ in await self.batch.finish():
+            if self.stopper.stopping or self._abandoned:
+                break
+            await self._guarded(call)
+        await self.out.put(None)
         await writer
 
     async def _finalize(self, produced: bool) -> None:
         # a run that failed before writing anything leaves no (empty) output behind, and one
         # whose journal could not be written keeps the previous output as it is
-        if self._write_failed:
+        if self.out.failed:
             return
         if produced or self.store.has_journals() or self.store.path.exists():
             rows, failures = await asyncio.to_thread(self.store.finalize)
@@ -198,13 +247,15 @@ class Runner:
 
     def _abandon(self) -> None:
         self._abandoned = True
-        for worker in self._workers:
+        for worker in [*self._workers, *self.batch.tasks()]:
             worker.cancel()
         while not self._calls.empty():  # nobody takes calls any more: free the producer
             self._calls.get_nowait()
 
     def _finish(self) -> RunReport:
         r, stop = self.report, self.stopper
+        r.batches_in_flight, r.rows_in_flight = self.batch.in_flight()
+        cannot_fit = self.sender.cannot_fit + self._submitted_cannot_fit()
         if stop.reason is not None:
             r.stop_reason, r.error = stop.reason, stop.error
             r.message = stop.message
@@ -212,10 +263,10 @@ class Runner:
                 per_row = self._per_row[0] / self._per_row[1] if self._per_row[1] else 0.0
                 per_day = self.budget.daily_neurons
                 r.message = budget_stop_message(stop.reason, stop.message, r, per_row, per_day)
-        elif self.sender.cannot_fit:
+        elif cannot_fit:
             r.stop_reason = StopReason.CANNOT_FIT
-            count = plural(self.sender.cannot_fit, "row")
-            r.message = f"{count} can never fit: {self.sender.cannot_fit_message}"
+            why = self.sender.cannot_fit_message or self._submitted_cannot_fit_message()
+            r.message = f"{plural(cannot_fit, 'row')} can never fit: {why}"
         elif r.rows_failed:
             # exit 1 says rows failed in this run; older failures alone are only a note, so
             # a nightly re-run with nothing new does not alarm cron every night
@@ -235,7 +286,22 @@ class Runner:
                 f"{'it' if missing == 1 else 'them'} again"
             )
             r.message = f"{r.message}; {note}" if r.message else note
+        if r.batches_in_flight:
+            batches = f"{r.batches_in_flight:,} batch{'' if r.batches_in_flight == 1 else 'es'}"
+            flying = (
+                f"{batches} ({plural(r.rows_in_flight, 'row')}) still in flight on "
+                "Cloudflare; the next run collects them"
+            )
+            r.message = f"{r.message}; {flying}" if r.message else flying
         return r
+
+    def _submitted_cannot_fit(self) -> int:
+        submitter = self.batch.submitter
+        return submitter.cannot_fit if submitter is not None else 0
+
+    def _submitted_cannot_fit_message(self) -> str:
+        submitter = self.batch.submitter
+        return submitter.cannot_fit_message if submitter is not None else ""
 
     async def _heartbeat(self) -> None:
         progress = self.ctx.progress
@@ -253,6 +319,7 @@ class Runner:
             self.store.done_keys,
             retry_failed=self.settings.retry_failed,
             repair=self.settings.repair,
+            in_flight=self.batch.in_flight_keys(),
         )
         if self.ctx.progress is not None:
             total = self.report.rows_total
@@ -266,9 +333,9 @@ class Runner:
             self.report.rows_missing += pending.rows_missing
             self.report.rows_repaired += pending.rows_repaired
             if pending.failures:
-                await self._out.put(pending.failures)
+                await self.out.put(pending.failures)
             for table in pending.cached:
-                await self._out.put(table)
+                await self.out.put(table)
             for call in pending.calls:
                 if self.stopper.stopping:
                     return False
@@ -287,15 +354,18 @@ class Runner:
                 return
             if self.stopper.stopping:
                 continue  # drain: rows stay pending for the next run
-            try:
-                await self._process(call)
-            except Stopped:
-                continue
-            except PipelinesError as exc:  # e.g. the ledger cannot be used: stop the run
-                self.stopper.abort(exc)  # (its rows stay pending)
-            except Exception as exc:  # a bug must not silently lose rows: record them
-                error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
-                await self._out.put(failures_of(call, error, retryable=True))
+            await self._guarded(call)
+
+    async def _guarded(self, call: Call) -> None:
+        try:
+            await self._process(call)
+        except Stopped:
+            return
+        except PipelinesError as exc:  # e.g. the ledger cannot be used: stop the run
+            self.stopper.abort(exc)  # (its rows stay pending)
+        except Exception as exc:  # a bug must not silently lose rows: record them
+            error = PipelinesError(f"internal error: {type(exc).__name__}: {exc}")
+            await self.out.put(failures_of(call, error, retryable=True))
 
     async def _process(self, call: Call) -> None:
         todo = [call]
@@ -314,62 +384,14 @@ class Runner:
 
     async def _deliver(self, outcome: Outcome) -> None:
         if outcome.failures:
-            await self._out.put(outcome.failures)
+            await self.out.put(outcome.failures)
         if outcome.table is None:
             return
         self._per_row[0] += outcome.spent
         self._per_row[1] += outcome.table.num_rows
         if self.reuse is not None and outcome.call is not None and outcome.per_item is not None:
             await asyncio.to_thread(self.reuse.store, outcome.call, outcome.per_item)
-        await self._out.put(outcome.table)
-
-    # -- writer --------------------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        finished = broken = False
-        while not finished:
-            items = [await self._out.get()]
-            while not self._out.empty():
-                items.append(self._out.get_nowait())
-            finished = any(i is None for i in items)
-            if broken:
-                continue  # keep draining so no worker blocks on a full queue
-            tables = [i for i in items if isinstance(i, pa.Table)]
-            failures = [f for i in items if isinstance(i, list) for f in i]
-            try:
-                await self._write(tables, failures)
-            except Exception as exc:  # disk full, a folder gone read-only, a bug
-                # any exception: a writer that dies leaves the workers blocked on its full
-                # queue, and the run hangs for good
-                broken = self._write_failed = True
-                self.stopper.abort(
-                    exc
-                    if isinstance(exc, PipelinesError)
-                    else OutputError(
-                        f"cannot write the results ({type(exc).__name__}: {exc}); "
-                        "the rows written before are kept, re-run to resume"
-                    )
-                )
-
-    async def _write(self, tables: list[pa.Table], failures: list[RowFailure]) -> None:
-        if tables:
-            merged = pa.concat_tables(tables, promote_options="permissive")
-            if self.images is not None:  # first: a row marked done always has its file
-                merged = await asyncio.to_thread(self.images.write, merged)
-            if self.subtitles is not None:  # first: a row marked done always has its files
-                await asyncio.to_thread(self.subtitles.write, merged)
-            await asyncio.to_thread(self.store.write_results, merged)
-            self.report.rows_done += merged.num_rows
-            if "truncated" in merged.column_names:  # generate: cut off at max_tokens
-                self.report.rows_truncated += int(pc.sum(merged.column("truncated")).as_py() or 0)
-        if failures:
-            if self.images is not None:  # an out-of-date image goes with its index row
-                await asyncio.to_thread(self.images.forget, failures)
-            await asyncio.to_thread(self.store.write_failures, failures)
-            self.report.rows_failed += len(failures)
-        if self.ctx.progress is not None and (tables or failures):
-            rows = sum(t.num_rows for t in tables) + len(failures)
-            self.ctx.progress.update(rows, self.report.neurons)
+        await self.out.put(outcome.table)
 
 
 async def _threaded(items: Iterator[T]) -> AsyncIterator[T]:

@@ -4,6 +4,7 @@ passed down whole, so no layer re-declares them as keyword arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,4 @@ class RunSettings:
     batch_rows: int = 20_000  # the most source rows read at once
     # --ray with the local provider: handles of the Ray actors that hold the local models
     inference: tuple[object, ...] = ()
+    mode: Literal["sync", "batch"] | None = None  # overrides limits.mode (None: the job's)

@@ -44,6 +44,15 @@ class Stopper:
     def stopping(self) -> bool:
         return self.reason is not None
 
+    @property
+    def hard(self) -> bool:
+        """Whether nothing may go out any more (Ctrl-C, an abort), polls included."""
+        return self.reason in _HARD
+
+    async def until_hard(self) -> None:
+        """Return once a stop comes after which nothing may go out."""
+        await self._event.wait()
+
     def stop(self, reason: StopReason, message: str = "") -> None:
         """Stop taking new work; in-flight requests finish and are kept."""
         if self.reason is None or reason is StopReason.ABORTED:
