@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
-from pipelines.catalog.chat import completion_tokens, prompt_tokens
+from pipelines.catalog.chat import JsonModeForm, completion_tokens, json_mode_schema, prompt_tokens
 from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo
 from pipelines.emulator import json_values
@@ -154,30 +154,11 @@ def _content_text(content: Any) -> str:
 
 def json_schema(model: ModelInfo, payload: dict[str, Any]) -> Any:
     """The schema JSON mode asks for, read in the model's own form; None without JSON mode."""
-    own = "guided_json" if model.json_mode == "guided_json" else "response_format"
-    for key in ("response_format", "guided_json"):
-        if key in payload and (model.json_mode == "none" or key != own):
-            # The published schemas allow unknown properties, so Cloudflare may ignore the
-            # key; refusing it shows a client its schema would not have been applied.
-            takes = "no JSON mode" if model.json_mode == "none" else f"JSON mode as '{own}'"
-            raise bad_input(f"Error: '{key}' not supported at '/' (this model takes {takes})")
-    if model.json_mode == "guided_json":
-        schema = payload.get("guided_json")
-        return None if schema is None else _checked(schema, "/guided_json")
-    fmt = payload.get("response_format")
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return None
-    if fmt["type"] == "json_object":
-        return {"type": "object"}
-    inner = fmt.get("json_schema")
-    where = "/response_format/json_schema"
-    if model.json_mode == "openai":
-        if not isinstance(inner, dict):
-            raise bad_input(f"Error: required properties at '{where}' are 'name,schema'")
-        inner, where = inner.get("schema", {"type": "object"}), where + "/schema"
-    if inner is None:
-        raise bad_input("Error: required properties at '/response_format' are 'json_schema'")
-    return _checked(inner, where)
+    try:
+        found = json_mode_schema(model, payload)
+    except JsonModeForm as exc:
+        raise bad_input(f"Error: {exc}") from None
+    return None if found is None else _checked(*found)
 
 
 def _checked(schema: Any, where: str) -> Any:

@@ -26,6 +26,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from pipelines.catalog.chat import JsonModeForm, json_mode_schema
 from pipelines.catalog.models import ModelInfo, schema_properties
 from pipelines.core.errors import InvalidInput, JobError
 from pipelines.providers.local_models import INSTALL_HINT, Lazy, load_module
@@ -167,26 +168,11 @@ def _text(content: Any) -> str:
 
 def _json_schema(model: ModelInfo, inputs: dict[str, Any]) -> Any:
     """The schema of JSON mode, read in ``model``'s own form; None without JSON mode."""
-    own = "guided_json" if model.json_mode == "guided_json" else "response_format"
-    for key in ("response_format", "guided_json"):
-        if key in inputs and (model.json_mode == "none" or key != own):
-            # as the emulator does: a key the model would ignore is refused, not dropped
-            takes = "no JSON mode" if model.json_mode == "none" else f"JSON mode as '{own}'"
-            raise InvalidInput(f"'{key}' is not supported: {model.id} takes {takes}")
-    if model.json_mode == "guided_json":
-        schema = inputs.get("guided_json")
-        return None if schema is None else _object_if_empty(schema)
-    fmt = inputs.get("response_format")
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return None
-    if fmt["type"] == "json_object":
-        return {"type": "object"}
-    inner = fmt.get("json_schema")
-    if model.json_mode == "openai":  # {name, schema, strict}
-        inner = inner.get("schema", {"type": "object"}) if isinstance(inner, dict) else None
-    if not isinstance(inner, dict | bool):
-        raise InvalidInput("'response_format.json_schema' must hold a JSON schema")
-    return _object_if_empty(inner)
+    try:
+        found = json_mode_schema(model, inputs)
+    except JsonModeForm as exc:  # as the emulator does: refused, not dropped
+        raise InvalidInput(f"{model.id}: {exc}") from None
+    return None if found is None else _object_if_empty(found[0])
 
 
 def _object_if_empty(schema: Any) -> Any:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipelines.catalog.chat import openai_response_format
 from pipelines.catalog.models import ModelInfo
 from pipelines.core.errors import (
     AuthenticationFailed,
@@ -47,7 +48,6 @@ from pipelines.providers.wire import transport_error
 
 EMBEDDINGS = "/embeddings"
 CHAT = "/chat/completions"
-SCHEMA_NAME = "output"  # OpenAI requires a name for the schema; the job's has none
 EXTERNAL = "openai"  # the account and label prefix of a model outside the catalog
 _USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 _CF_ACCOUNT = re.compile(r"/accounts/([^/]+)/")
@@ -115,24 +115,16 @@ def embeddings_body(model: ModelInfo, inputs: Mapping[str, Any]) -> dict[str, An
     return {**rest, "model": model.id, "input": texts, "encoding_format": "float"}
 
 
-def openai_format(schema: Any) -> dict[str, Any]:
-    """OpenAI's ``response_format`` holding ``schema``."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
-    }
-
-
 def chat_body(model: ModelInfo, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """A generate call's body as a chat-completions request, its JSON mode in OpenAI's form."""
     body = dict(inputs)
     guided = body.pop("guided_json", None)
     if guided is not None:
-        body["response_format"] = openai_format(guided)
+        body["response_format"] = openai_response_format(guided)
     fmt = body.get("response_format")
     classic = model.json_mode == "response_format"  # {type, json_schema: SCHEMA}
     if classic and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        body["response_format"] = openai_format(fmt.get("json_schema"))
+        body["response_format"] = openai_response_format(fmt.get("json_schema"))
     return {"model": model.id, **body}
 
 

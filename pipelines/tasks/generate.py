@@ -21,12 +21,12 @@ import polars as pl
 import pyarrow as pa
 from jinja2 import TemplateError
 
-from pipelines.catalog.chat import completion_tokens, prompt_tokens_many
+from pipelines.catalog.chat import completion_tokens, json_mode_body, prompt_tokens_many
 from pipelines.catalog.metering import Usage
 from pipelines.catalog.models import ModelInfo
 from pipelines.catalog.tokens import HEAD_CHARS_PER_TOKEN, counting_source
 from pipelines.core.columns import KEY
-from pipelines.core.errors import InvalidInput, ProviderError
+from pipelines.core.errors import ProviderError
 from pipelines.job.spec import Job
 from pipelines.job.templates import Template, parse_template, template_columns
 from pipelines.sources.audio import Media
@@ -196,21 +196,3 @@ class GenerateFamily:
         # no usage in the answer: the prompt as counted, the answer as we count it
         prompt = sum(i.tokens for i in call.texts())
         return Usage(prompt, completion_tokens(self.model, got.text))
-
-
-def json_mode_body(model: ModelInfo, schema: dict[str, Any]) -> dict[str, Any]:
-    """The request fields that hold ``model`` to ``schema``, in its JSON-mode form."""
-    match model.json_mode:
-        case "response_format":
-            return {"response_format": {"type": "json_schema", "json_schema": schema}}
-        case "guided_json":
-            return {"guided_json": schema}
-        case "openai":
-            return {
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": schema, "strict": True},
-                }
-            }
-        case "none":
-            raise InvalidInput(f"{model.id} has no JSON mode", model=model.id)
